@@ -1,0 +1,100 @@
+use std::path::PathBuf;
+
+/// Errors of hardware managers. Each maps to the IPA error class the conductor knows, and its
+/// text is what an operator reads in the node's `last_error`, so it names the device and what
+/// to do.
+#[derive(Debug, thiserror::Error)]
+pub enum HardwareError {
+    /// The manager does not implement this method; dispatch tries the next manager.
+    #[error("method not implemented by this hardware manager")]
+    NotHandled,
+
+    /// The manager implements the method but not for this hardware; dispatch tries the next.
+    #[error("{0}")]
+    Incompatible(String),
+
+    /// No manager handled the method (IPA's `HardwareManagerMethodNotFound`).
+    #[error("Could not find method: {0}")]
+    MethodNotFound(String),
+
+    /// The agent is not in a ramdisk and the device was not allowed with `--allow-device`.
+    #[error(
+        "refusing to {action} {}: the agent is not running in a ramdisk and the device was \
+         not allowed with --allow-device",
+        device.display()
+    )]
+    DeviceNotAllowed { device: PathBuf, action: String },
+
+    /// A shared-disk cluster filesystem or partition was found (IPA's `ProtectedDeviceError`).
+    #[error(
+        "Protected {what} located on device {}. This volume or contents may be a shared block \
+         device. Please consult your storage administrator, and restart cleaning after either \
+         detaching the volumes, or instructing the agent to not protect contents \
+         (driver_internal_info wipe_special_filesystems=false or \
+         ipa-guard-special-filesystems=false).",
+        device.display()
+    )]
+    ProtectedDevice { device: PathBuf, what: String },
+
+    /// Erasing one or more devices failed (IPA's `BlockDeviceEraseError`).
+    #[error("{0}")]
+    BlockDeviceErase(String),
+
+    /// An I/O failure, with what was being done.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Step arguments that do not fit the step.
+    #[error("{0}")]
+    InvalidArguments(String),
+}
+
+impl HardwareError {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        HardwareError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// Whether dispatch should move on to the next manager.
+    pub fn falls_through(&self) -> bool {
+        matches!(
+            self,
+            HardwareError::NotHandled | HardwareError::Incompatible(_)
+        )
+    }
+
+    /// The IPA error class name (`type` of `command_error`), or `None` for errors IPA would
+    /// wrap into the generic step error of the step's kind.
+    pub fn ipa_type(&self) -> Option<&'static str> {
+        match self {
+            HardwareError::NotHandled | HardwareError::Incompatible(_) => {
+                Some("IncompatibleHardwareMethodError")
+            }
+            HardwareError::MethodNotFound(_) => Some("HardwareManagerMethodNotFound"),
+            HardwareError::ProtectedDevice { .. } => Some("ProtectedDeviceError"),
+            HardwareError::BlockDeviceErase(_) => Some("BlockDeviceEraseError"),
+            HardwareError::InvalidArguments(_) => Some("InvalidCommandParamsError"),
+            HardwareError::DeviceNotAllowed { .. } | HardwareError::Io { .. } => None,
+        }
+    }
+
+    /// IPA's `message` for the class returned by [`HardwareError::ipa_type`].
+    pub fn ipa_message(&self) -> Option<&'static str> {
+        Some(match self.ipa_type()? {
+            "IncompatibleHardwareMethodError" => {
+                "HardwareManager method is not compatible with hardware"
+            }
+            "HardwareManagerMethodNotFound" => "No HardwareManager found to handle method",
+            "ProtectedDeviceError" => "Protected device located, cleaning aborted.",
+            "BlockDeviceEraseError" => "Error erasing block device",
+            "InvalidCommandParamsError" => "Invalid command parameters",
+            _ => return None,
+        })
+    }
+}

@@ -1,0 +1,1 @@
+//! The generic hardware manager: what works on any Linux machine.

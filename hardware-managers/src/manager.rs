@@ -1,0 +1,88 @@
+use ironic_protocol::{BlockDevice, Interface, Node, Step, StepKind};
+use serde_json::{Map, Value};
+
+use crate::HardwareError;
+
+/// How well a manager supports the machine it runs on; higher wins. IPA's values, so that
+/// operators reading IPA's documentation get the same behaviour. Vendor managers may return
+/// anything above [`SupportLevel::SERVICE_PROVIDER`] to win over other vendor managers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SupportLevel(pub u32);
+
+impl SupportLevel {
+    /// The manager does not apply to this machine and is not loaded.
+    pub const NONE: SupportLevel = SupportLevel(0);
+    /// The generic manager: works anywhere, knows nothing special.
+    pub const GENERIC: SupportLevel = SupportLevel(1);
+    /// Managers for broad classes of hardware shipped with the agent.
+    pub const MAINLINE: SupportLevel = SupportLevel(2);
+    /// Managers written for one operator's or vendor's hardware.
+    pub const SERVICE_PROVIDER: SupportLevel = SupportLevel(3);
+}
+
+/// What a step implementation receives: the node and ports as the conductor sent them and the
+/// step's arguments (the conductor's `step.args`, merged over any extra command parameters).
+#[derive(Debug, Clone, Copy)]
+pub struct StepCall<'a> {
+    pub node: &'a Node,
+    pub ports: &'a [Value],
+    pub args: &'a Map<String, Value>,
+}
+
+/// A hardware manager: the unit operators write to teach the agent about their hardware.
+///
+/// # Contract
+/// * Every method has a default that answers [`HardwareError::NotHandled`], meaning "this
+///   manager does not implement that": dispatch then moves on to the next manager. Return
+///   [`HardwareError::Incompatible`] for "I implement it, but not for this hardware"; it also
+///   falls through. Any other error stops dispatch and reaches the conductor.
+/// * Methods are blocking and may take hours (a disk erase): the agent calls them on a
+///   dedicated thread, never on its async runtime. Managers must be `Send + Sync`; interior
+///   state needs its own locking.
+/// * Steps are looked up by name across managers in support order, like IPA's
+///   `dispatch_to_managers(step_name)`: to override the generic `erase_devices` for your
+///   devices, advertise and handle `erase_devices` and return `Incompatible` for the rest... or
+///   handle them all.
+/// * A manager may assume the agent has looked up its node (the `StepCall` carries it) and
+///   that only one step runs at a time. It must not assume it runs in a ramdisk: destructive
+///   work on a device must first pass the [`crate::DeviceGuard`] it was given.
+/// * [`HardwareManager::version`] must only change when the manager's steps change: the
+///   conductor restarts cleaning whenever a version differs from the one it cached.
+pub trait HardwareManager: Send + Sync {
+    /// Key of this manager's steps in step lists (IPA uses the Python class name, e.g.
+    /// `GenericHardwareManager`).
+    fn name(&self) -> &str;
+
+    /// `(version name, version)`, e.g. `("generic_hardware_manager", "1.2")`.
+    fn version(&self) -> (String, String);
+
+    /// Called once at start-up; [`SupportLevel::NONE`] disables the manager.
+    fn evaluate_hardware_support(&self) -> SupportLevel;
+
+    /// Steps of one kind this manager offers for the node.
+    fn steps(&self, kind: StepKind, node: &Node, ports: &[Value]) -> Vec<Step> {
+        let _ = (kind, node, ports);
+        Vec::new()
+    }
+
+    /// Runs the step (or step-like method) named `name`. The returned JSON becomes the
+    /// step's `*_result`.
+    fn execute_step(&self, name: &str, call: &StepCall<'_>) -> Result<Value, HardwareError> {
+        let _ = (name, call);
+        Err(HardwareError::NotHandled)
+    }
+
+    /// Disks the agent may consider (and, with `include_partitions`, their partitions).
+    fn list_block_devices(
+        &self,
+        include_partitions: bool,
+    ) -> Result<Vec<BlockDevice>, HardwareError> {
+        let _ = include_partitions;
+        Err(HardwareError::NotHandled)
+    }
+
+    /// Network interfaces, used for lookup (their MACs) and inventory.
+    fn list_network_interfaces(&self) -> Result<Vec<Interface>, HardwareError> {
+        Err(HardwareError::NotHandled)
+    }
+}
