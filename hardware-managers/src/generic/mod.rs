@@ -1,1 +1,57 @@
-//! The generic hardware manager: what works on any Linux machine.
+//! The generic hardware manager: what works on any Linux machine, from sysfs and procfs.
+
+mod network;
+
+use ironic_protocol::Interface;
+
+use crate::{DeviceGuard, HardwareError, HardwareManager, SupportLevel};
+
+/// Settings of the generic manager that come from the agent's configuration.
+#[derive(Debug, Clone)]
+pub struct GenericOptions {
+    /// IPA's `guard_special_filesystems`: refuse to erase shared-disk cluster filesystems.
+    pub guard_special_filesystems: bool,
+}
+
+impl Default for GenericOptions {
+    fn default() -> Self {
+        GenericOptions {
+            guard_special_filesystems: true,
+        }
+    }
+}
+
+/// IPA's `GenericHardwareManager`, under the same name and version so that a conductor that
+/// cached IPA's steps sees no version change.
+pub struct GenericHardwareManager {
+    guard: DeviceGuard,
+    options: GenericOptions,
+}
+
+impl GenericHardwareManager {
+    pub const NAME: &'static str = "GenericHardwareManager";
+    pub const VERSION_NAME: &'static str = "generic_hardware_manager";
+    pub const VERSION: &'static str = "1.2";
+
+    pub fn new(guard: DeviceGuard, options: GenericOptions) -> Self {
+        GenericHardwareManager { guard, options }
+    }
+}
+
+impl HardwareManager for GenericHardwareManager {
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+
+    fn version(&self) -> (String, String) {
+        (Self::VERSION_NAME.to_string(), Self::VERSION.to_string())
+    }
+
+    fn evaluate_hardware_support(&self) -> SupportLevel {
+        SupportLevel::GENERIC
+    }
+
+    fn list_network_interfaces(&self) -> Result<Vec<Interface>, HardwareError> {
+        network::list_interfaces(self.guard.sys_root())
+    }
+}
