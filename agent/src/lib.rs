@@ -1,4 +1,11 @@
 //! The ironic-agent: looks its node up in Ironic, heartbeats, and runs what the conductor
 //! asks through IPA's command API.
 
+pub mod agent;
+pub mod api;
+pub mod commands;
+pub mod conductor;
 pub mod config;
+pub mod extensions;
+pub mod logging;
+pub mod tls;

@@ -146,12 +146,13 @@ fn root_is_ram_filesystem(mounts: &str) -> bool {
     // The last mount on "/" is the one in effect.
     mounts
         .lines()
+        .rev()
         .filter_map(|l| {
             let mut f = l.split_whitespace();
             let (_, target, fstype) = (f.next()?, f.next()?, f.next()?);
             (target == "/").then_some(fstype)
         })
-        .last()
+        .next()
         .is_some_and(|fstype| matches!(fstype, "rootfs" | "tmpfs" | "ramfs"))
 }
 

@@ -1,6 +1,6 @@
 //! Network interfaces from sysfs and getifaddrs(3).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr};
 use std::path::Path;
 
 use ironic_protocol::Interface;
@@ -81,7 +81,7 @@ fn add_addresses(list: &mut [Interface]) {
         let Some(addr) = a.address else { continue };
         if let Some(sin) = addr.as_sockaddr_in() {
             if iface.ipv4_address.is_none() {
-                iface.ipv4_address = Some(Ipv4Addr::from(sin.ip()).to_string());
+                iface.ipv4_address = Some(sin.ip().to_string());
             }
         } else if let Some(sin6) = addr.as_sockaddr_in6() {
             let ip: Ipv6Addr = sin6.ip();

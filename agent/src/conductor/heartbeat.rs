@@ -1,0 +1,187 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use ironic_protocol::{ApiVersion, HeartbeatRequest, IPA_COMPATIBLE_VERSION};
+use rand::Rng;
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+
+use super::IronicClient;
+
+/// Minimum spacing of a forced heartbeat after the previous one (IPA's value).
+const MIN_FORCED_SPACING: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct HeartbeatSettings {
+    pub node_uuid: String,
+    /// Fixed for the agent's lifetime: Ironic rejects a changed callback URL.
+    pub callback_url: String,
+    pub token: Option<String>,
+    /// PEM of the auto-TLS certificate, sent as `agent_verify_ca`.
+    pub verify_ca: Option<String>,
+    /// `heartbeat_timeout` from lookup, in seconds.
+    pub heartbeat_timeout: f64,
+}
+
+/// IPA's heartbeat loop: first beat at once, then every `heartbeat_timeout * U(0.3, 0.6)`
+/// after success or `U(5, 10)` s after any failure, and an early beat (at least 5 s after
+/// the previous one) whenever `force` is notified, which the agent does when an asynchronous
+/// command finishes so the conductor collects the result promptly.
+pub struct Heartbeater {
+    client: Arc<IronicClient>,
+    settings: HeartbeatSettings,
+    force: Arc<Notify>,
+}
+
+impl Heartbeater {
+    pub fn new(client: Arc<IronicClient>, settings: HeartbeatSettings, force: Arc<Notify>) -> Self {
+        Heartbeater {
+            client,
+            settings,
+            force,
+        }
+    }
+
+    /// Runs until `stop` becomes true.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut next_due = Instant::now();
+        let mut last_sent: Option<Instant> = None;
+        let mut forced = false;
+        let mut count: u64 = 0;
+        loop {
+            let due = match (forced, last_sent) {
+                (true, Some(last)) => next_due.min((last + MIN_FORCED_SPACING).max(Instant::now())),
+                (true, None) => Instant::now(),
+                (false, _) => next_due,
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(due) => {}
+                _ = self.force.notified() => {
+                    tracing::debug!("early heartbeat requested");
+                    forced = true;
+                    continue;
+                }
+                changed = stop.changed() => {
+                    if changed.is_err() || *stop.borrow() {
+                        tracing::info!("heartbeats stopped");
+                        return;
+                    }
+                    continue;
+                }
+            }
+            let sent_at = Instant::now();
+            let ok = self.beat(count).await;
+            count += 1;
+            last_sent = Some(sent_at);
+            forced = false;
+            next_due = sent_at + self.interval(ok, &mut rand::rng());
+        }
+    }
+
+    fn interval(&self, ok: bool, rng: &mut impl Rng) -> Duration {
+        if ok {
+            Duration::from_secs_f64(self.settings.heartbeat_timeout * rng.random_range(0.3..=0.6))
+        } else {
+            Duration::from_secs_f64(5.0 * rng.random_range(1.0..=2.0))
+        }
+    }
+
+    async fn beat(&self, count: u64) -> bool {
+        let version = self.client.api_version().await;
+        let request = build_request(&self.settings, version);
+        match self
+            .client
+            .heartbeat(&self.settings.node_uuid, &request)
+            .await
+        {
+            Ok(()) => {
+                if count == 0 {
+                    tracing::info!(node = %self.settings.node_uuid, %request, "first heartbeat accepted");
+                } else {
+                    tracing::debug!(node = %self.settings.node_uuid, "heartbeat accepted");
+                }
+                true
+            }
+            Err(e) => {
+                let what = if e.status() == Some(409) {
+                    "heartbeat conflict (node locked)"
+                } else {
+                    "heartbeat failed"
+                };
+                tracing::warn!(node = %self.settings.node_uuid, error = %e, "{what}");
+                false
+            }
+        }
+    }
+}
+
+/// The heartbeat body, with only the fields the negotiated version allows (a field sent too
+/// early is a 400).
+fn build_request(s: &HeartbeatSettings, server: ApiVersion) -> HeartbeatRequest {
+    let version = server.min(ApiVersion::HEARTBEAT_MAX);
+    HeartbeatRequest {
+        callback_url: s.callback_url.clone(),
+        agent_token: (version >= ApiVersion::AGENT_TOKEN).then(|| s.token.clone()),
+        agent_version: (version >= ApiVersion::AGENT_VERSION)
+            .then(|| IPA_COMPATIBLE_VERSION.to_string()),
+        agent_verify_ca: if version >= ApiVersion::AGENT_VERIFY_CA {
+            s.verify_ca.clone()
+        } else {
+            None
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn settings() -> HeartbeatSettings {
+        HeartbeatSettings {
+            node_uuid: "n".into(),
+            callback_url: "https://192.0.2.10:9999".into(),
+            token: Some("t".repeat(43)),
+            verify_ca: Some("PEM".into()),
+            heartbeat_timeout: 300.0,
+        }
+    }
+
+    #[test]
+    fn fields_follow_the_version() {
+        let new =
+            serde_json::to_value(build_request(&settings(), ApiVersion::new(1, 115))).unwrap();
+        assert_eq!(new["agent_verify_ca"], "PEM");
+        assert_eq!(new["agent_version"], IPA_COMPATIBLE_VERSION);
+        assert_eq!(new["agent_token"], json!("t".repeat(43)));
+
+        let old = serde_json::to_value(build_request(&settings(), ApiVersion::FALLBACK)).unwrap();
+        assert_eq!(old, json!({"callback_url": "https://192.0.2.10:9999"}));
+
+        let mut none = settings();
+        none.token = None;
+        let v = serde_json::to_value(build_request(&none, ApiVersion::new(1, 62))).unwrap();
+        assert_eq!(v["agent_token"], json!(null), "token key present with null");
+        assert!(v.get("agent_verify_ca").is_none());
+    }
+
+    #[test]
+    fn intervals_follow_ipa() {
+        let client = Arc::new(
+            IronicClient::new(
+                &crate::config::Config::from_args(["x", "--cmdline-file", "/dev/null"])
+                    .unwrap()
+                    .options,
+            )
+            .unwrap(),
+        );
+        let hb = Heartbeater::new(client, settings(), Arc::new(Notify::new()));
+        let mut rng = rand::rng();
+        for _ in 0..200 {
+            let ok = hb.interval(true, &mut rng).as_secs_f64();
+            assert!((90.0..=180.0).contains(&ok), "{ok}");
+            let err = hb.interval(false, &mut rng).as_secs_f64();
+            assert!((5.0..=10.0).contains(&err), "{err}");
+        }
+    }
+}

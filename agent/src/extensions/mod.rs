@@ -1,0 +1,25 @@
+//! IPA's command extensions, one module per extension, one function per command.
+
+mod clean;
+mod deploy;
+mod log;
+mod rescue;
+mod service;
+mod standby;
+mod steps;
+pub(crate) mod system;
+
+use crate::commands::CommandDef;
+
+/// Every extension with its commands, as the executor registers them.
+pub fn all() -> Vec<(&'static str, Vec<CommandDef>)> {
+    vec![
+        ("clean", clean::commands()),
+        ("deploy", deploy::commands()),
+        ("service", service::commands()),
+        ("standby", standby::commands()),
+        ("log", log::commands()),
+        ("system", system::commands()),
+        ("rescue", rescue::commands()),
+    ]
+}

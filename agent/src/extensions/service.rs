@@ -1,0 +1,9 @@
+//! The `service` extension: service steps, run through the hardware managers.
+
+use ironic_protocol::StepKind;
+
+use crate::commands::CommandDef;
+
+pub fn commands() -> Vec<CommandDef> {
+    super::steps::commands(StepKind::Service)
+}

@@ -1,0 +1,209 @@
+//! What `clean`, `deploy` and `service` share: listing steps across hardware managers and
+//! running one, with IPA's version check and result shape.
+
+use std::sync::Arc;
+
+use hardware_managers::{HardwareError, StepCall};
+use ironic_protocol::{CommandError, ManagerVersions, Node, StepKind};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::agent::Agent;
+use crate::commands::{CommandDef, CommandValue, Mode, Params};
+
+/// `get_<kind>_steps` (sync) and `execute_<kind>_step` (async) of one step kind.
+pub fn commands(kind: StepKind) -> Vec<CommandDef> {
+    let (get, execute) = match kind {
+        StepKind::Clean => ("get_clean_steps", "execute_clean_step"),
+        StepKind::Deploy => ("get_deploy_steps", "execute_deploy_step"),
+        StepKind::Service => ("get_service_steps", "execute_service_step"),
+    };
+    vec![
+        CommandDef::new(get, Mode::Sync, move |agent, p: GetStepsParams| {
+            get_steps(agent, kind, p)
+        }),
+        CommandDef::new(execute, Mode::Async, move |agent, p: ExecuteStepParams| {
+            execute_step(agent, kind, p)
+        }),
+    ]
+}
+
+/// Parameters of `get_*_steps`.
+#[derive(Debug, Deserialize)]
+pub struct GetStepsParams {
+    pub node: Node,
+    pub ports: Vec<Value>,
+}
+impl Params for GetStepsParams {}
+
+/// Parameters of `execute_*_step`: the step, node, ports, the `*_version` map the conductor
+/// cached, and any further keyword arguments (IPA passes them on to the step).
+#[derive(Debug, Deserialize)]
+pub struct ExecuteStepParams {
+    pub step: Value,
+    pub node: Node,
+    pub ports: Vec<Value>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+impl Params for ExecuteStepParams {}
+
+pub async fn get_steps(
+    agent: Arc<Agent>,
+    kind: StepKind,
+    p: GetStepsParams,
+) -> Result<CommandValue, CommandError> {
+    agent.cache_node(&p.node);
+    let managers = agent.managers();
+    let (steps, versions) = tokio::task::spawn_blocking(move || {
+        (managers.steps(kind, &p.node, &p.ports), managers.versions())
+    })
+    .await
+    .map_err(|e| internal(kind, &format!("listing steps: {e}")))?;
+    let mut result = Map::new();
+    result.insert(kind.steps_key(), json!(steps));
+    result.insert("hardware_manager_version".into(), json!(versions));
+    Ok(CommandValue::Json(Value::Object(result)))
+}
+
+pub async fn execute_step(
+    agent: Arc<Agent>,
+    kind: StepKind,
+    mut p: ExecuteStepParams,
+) -> Result<CommandValue, CommandError> {
+    agent.cache_node(&p.node);
+    let managers = agent.managers();
+    check_versions(&managers.versions(), p.extra.remove(&kind.version_param()))?;
+    let Some(name) = p
+        .step
+        .get("step")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    else {
+        return Err(CommandError::new(
+            "CommandExecutionError",
+            500,
+            "Command execution failed",
+            format!(
+                "Malformed {}_step, no \"step\" key: {}",
+                kind.as_str(),
+                p.step
+            ),
+        ));
+    };
+    let mut args = p.extra;
+    if let Some(Value::Object(step_args)) = p.step.get("args") {
+        args.extend(step_args.clone());
+    }
+    tracing::info!(kind = kind.as_str(), step = %name, "executing step");
+    let (node, ports, step_name) = (p.node, p.ports, name.clone());
+    let result = tokio::task::spawn_blocking(move || {
+        managers.execute_step(
+            &step_name,
+            &StepCall {
+                node: &node,
+                ports: &ports,
+                args: &args,
+            },
+        )
+    })
+    .await
+    .map_err(|e| internal(kind, &format!("{} step {name} crashed: {e}", kind.as_str())))?
+    .map_err(|e| step_error(kind, &name, e))?;
+    tracing::info!(kind = kind.as_str(), step = %name, "step completed");
+    let mut out = Map::new();
+    out.insert(kind.result_key(), result);
+    out.insert(kind.step_key(), p.step);
+    Ok(CommandValue::Json(Value::Object(out)))
+}
+
+/// IPA's `check_versions`: no version given means a first run; any difference means the
+/// conductor must start over with fresh steps.
+fn check_versions(current: &ManagerVersions, given: Option<Value>) -> Result<(), CommandError> {
+    let Some(given) = given.filter(|v| !v.is_null()) else {
+        return Ok(());
+    };
+    let matches =
+        serde_json::from_value::<ManagerVersions>(given.clone()).is_ok_and(|g| &g == current);
+    if matches {
+        return Ok(());
+    }
+    tracing::warn!(agent = ?current, node = %given, "hardware manager versions differ from the conductor's");
+    Err(CommandError::new(
+        "VersionMismatch",
+        409,
+        "Hardware managers version mismatch, reload agent with correct version",
+        format!(
+            "Current versions: {}, versions used by ironic: {given}",
+            json!(current)
+        ),
+    ))
+}
+
+fn step_error(kind: StepKind, step: &str, e: HardwareError) -> CommandError {
+    let details = e.to_string();
+    match (e.ipa_type(), e.ipa_message()) {
+        (Some(t), Some(m)) => CommandError::new(t, 500, m, details),
+        _ => CommandError::new(
+            kind.error_type(),
+            500,
+            kind.error_message(),
+            format!("Error performing {} step {step}: {details}", kind.as_str()),
+        ),
+    }
+}
+
+fn internal(kind: StepKind, details: &str) -> CommandError {
+    CommandError::new(kind.error_type(), 500, kind.error_message(), details)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        let current: ManagerVersions =
+            [("generic_hardware_manager".to_string(), "1.2".to_string())].into();
+        assert!(check_versions(&current, None).is_ok());
+        assert!(check_versions(&current, Some(Value::Null)).is_ok());
+        assert!(check_versions(&current, Some(json!({"generic_hardware_manager": "1.2"}))).is_ok());
+        let e =
+            check_versions(&current, Some(json!({"generic_hardware_manager": "1.1"}))).unwrap_err();
+        assert_eq!(e.kind, "VersionMismatch");
+        assert_eq!(e.code, 409);
+        assert!(e.details.contains("1.1"));
+    }
+
+    #[test]
+    fn errors_keep_ipa_classes() {
+        let e = step_error(
+            StepKind::Clean,
+            "erase_devices_metadata",
+            HardwareError::ProtectedDevice {
+                device: "/dev/sdb1".into(),
+                what: "VMware VMFS Partition (GPT)".into(),
+            },
+        );
+        assert_eq!(e.kind, "ProtectedDeviceError");
+        assert!(e
+            .details
+            .starts_with("Protected VMware VMFS Partition (GPT) located on device /dev/sdb1"));
+        let e = step_error(
+            StepKind::Deploy,
+            "x",
+            HardwareError::io("opening /dev/loop7", std::io::Error::other("boom")),
+        );
+        assert_eq!(e.kind, "DeploymentError");
+        assert_eq!(
+            e.details,
+            "Error performing deploy step x: opening /dev/loop7: boom"
+        );
+        let e = step_error(
+            StepKind::Clean,
+            "nope",
+            HardwareError::MethodNotFound("nope".into()),
+        );
+        assert_eq!(e.kind, "HardwareManagerMethodNotFound");
+    }
+}

@@ -1,0 +1,80 @@
+//! The `system` extension: locking the agent down once the conductor is done with it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hardware_managers::DeviceGuard;
+use ironic_protocol::CommandError;
+
+use crate::agent::{AfterStop, Agent};
+use crate::commands::NoParams;
+use crate::commands::{CommandDef, CommandValue, Mode};
+
+pub fn commands() -> Vec<CommandDef> {
+    vec![CommandDef::new(
+        "lockdown",
+        Mode::Sync,
+        |agent, _: NoParams| lockdown(agent),
+    )]
+}
+
+/// Answers, then stops the API and heartbeats and takes the NICs down (in a ramdisk), so
+/// nothing on the network can drive the agent any more.
+async fn lockdown(agent: Arc<Agent>) -> Result<CommandValue, CommandError> {
+    tracing::warn!("lockdown requested: the API stops after this reply");
+    tokio::spawn(async move {
+        // The reply must leave before the listener goes away.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        agent.stop_api(AfterStop::Lockdown);
+    });
+    Ok(CommandValue::Null)
+}
+
+/// Sets every interface but loopback down. Outside a ramdisk only logs: the agent must not
+/// cut a developer's machine off the network.
+pub(crate) fn take_network_down(guard: &DeviceGuard) {
+    if !guard.in_ramdisk() {
+        tracing::warn!("not running in a ramdisk: leaving network interfaces up");
+        return;
+    }
+    let Ok(names) = std::fs::read_dir("/sys/class/net") else {
+        tracing::error!("cannot list network interfaces to take them down");
+        return;
+    };
+    for entry in names.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == "lo" {
+            continue;
+        }
+        match set_link_down(&name) {
+            Ok(()) => tracing::info!(interface = %name, "interface down"),
+            Err(e) => tracing::error!(interface = %name, error = %e, "cannot take interface down"),
+        }
+    }
+}
+
+fn set_link_down(name: &str) -> std::io::Result<()> {
+    use nix::libc;
+    use std::os::fd::AsRawFd;
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    // SAFETY: ifreq is plain old data; the name is copied with a terminating NUL within
+    // IFNAMSIZ, and both ioctls only read/write that struct.
+    unsafe {
+        let mut req: libc::ifreq = std::mem::zeroed();
+        let bytes = name.as_bytes();
+        if bytes.len() >= libc::IFNAMSIZ {
+            return Err(std::io::Error::other("interface name too long"));
+        }
+        for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
+            *dst = *src as libc::c_char;
+        }
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        req.ifr_ifru.ifru_flags &= !(libc::IFF_UP as libc::c_short);
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
