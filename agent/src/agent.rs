@@ -50,6 +50,15 @@ pub struct Agent {
 impl Agent {
     /// Loads the hardware managers and the command extensions.
     pub fn new(config: Config, logs: LogBuffer) -> anyhow::Result<Arc<Agent>> {
+        Self::with_extensions(config, logs, extensions::all())
+    }
+
+    /// As [`Agent::new`] with a chosen set of extensions (tests add their own).
+    pub fn with_extensions(
+        config: Config,
+        logs: LogBuffer,
+        extensions: Vec<(&'static str, Vec<crate::commands::CommandDef>)>,
+    ) -> anyhow::Result<Arc<Agent>> {
         let guard = DeviceGuard::detect(&config.allow_devices)?;
         if guard.in_ramdisk() {
             tracing::info!("running in a ramdisk: all local devices are available to steps");
@@ -75,7 +84,7 @@ impl Agent {
         tracing::info!(managers = ?managers, "hardware managers loaded");
         let token = config.options.agent_token.as_ref().map(|s| s.0.clone());
         Ok(Arc::new(Agent {
-            executor: Executor::new(extensions::all()),
+            executor: Executor::new(extensions),
             guard,
             managers: Arc::new(managers),
             token: RwLock::new(token),
@@ -129,6 +138,11 @@ impl Agent {
             Some(token) => constant_time_eq(token.as_bytes(), candidate.as_bytes()),
             None => false,
         }
+    }
+
+    /// Adopts a token (as lookup does).
+    pub fn set_token(&self, token: &str) {
+        *self.token.write().expect("token lock") = Some(token.to_string());
     }
 
     /// The node as last sent by the conductor (lookup or a command's `node` parameter).
@@ -354,7 +368,7 @@ impl Agent {
         let offered = lookup.config.agent_token.clone();
         match offered.as_deref() {
             Some(t) if t.len() >= 32 => {
-                *self.token.write().expect("token lock") = Some(t.to_string());
+                self.set_token(t);
                 tracing::info!("agent token received at lookup");
             }
             Some(LookupConfig::TOKEN_ALREADY_ISSUED) => {

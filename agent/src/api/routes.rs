@@ -188,3 +188,218 @@ async fn run_command(
     }
     Ok(Json(record.snapshot()).into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::{CommandDef, CommandValue, Mode, NoParams, Params};
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    const TOKEN: &str = "0123456789abcdef0123456789abcdef0123456789a";
+
+    #[derive(serde::Deserialize)]
+    struct Needs {
+        #[allow(dead_code)]
+        count: u32,
+    }
+    impl Params for Needs {}
+
+    /// An agent with the real extensions plus a `test` extension whose `block` command runs
+    /// until released, to make the agent busy.
+    fn agent(release: Arc<tokio::sync::Notify>) -> Arc<Agent> {
+        let config = crate::config::Config::from_args(["ironic-agent", "--cmdline-file", "/dev/null"]).unwrap();
+        let mut exts = crate::extensions::all();
+        exts.push((
+            "test",
+            vec![
+                CommandDef::new("block", Mode::Async, move |_, _: NoParams| {
+                    let r = release.clone();
+                    async move {
+                        r.notified().await;
+                        Ok(CommandValue::Text("released".into()))
+                    }
+                }),
+                CommandDef::new("needs", Mode::Sync, |_, _: Needs| async { Ok(CommandValue::Null) }),
+                CommandDef::new("fails", Mode::Sync, |_, _: NoParams| async {
+                    Err(ironic_protocol::CommandError::new("CleaningError", 500, "Clean step failed", "disk on fire"))
+                }),
+            ],
+        ));
+        let a = Agent::with_extensions(config, crate::logging::LogBuffer::new(1024), exts).unwrap();
+        a.set_token(TOKEN);
+        a
+    }
+
+    async fn call(agent: &Arc<Agent>, method: &str, uri: &str, body: &str) -> (u16, Value) {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("Content-Type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let resp = router(agent.clone()).oneshot(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    fn cmds(query: &str) -> String {
+        format!("/v1/commands/?agent_token={TOKEN}{query}")
+    }
+
+    #[tokio::test]
+    async fn token_is_required_and_checked() {
+        let a = agent(Default::default());
+        for uri in ["/v1/commands/", "/v1/commands/?agent_token=wrong", "/commands/"] {
+            let (status, body) = call(&a, "GET", uri, "").await;
+            assert_eq!(status, 401, "{uri}");
+            assert_eq!(body["faultstring"], "401 Unauthorized: Token invalid.");
+            assert_eq!(body["faultcode"], "Client");
+        }
+        let (status, body) = call(&a, "GET", &cmds(""), "").await;
+        assert_eq!(status, 200);
+        assert_eq!(body, json!({"commands": []}), "a fresh agent has an empty history");
+    }
+
+    #[tokio::test]
+    async fn agent_without_token_rejects_everything() {
+        let config = crate::config::Config::from_args(["ironic-agent", "--cmdline-file", "/dev/null"]).unwrap();
+        let a = Agent::new(config, crate::logging::LogBuffer::new(1024)).unwrap();
+        let (status, _) = call(&a, "GET", "/v1/commands/?agent_token=", "").await;
+        assert_eq!(status, 401);
+    }
+
+    #[tokio::test]
+    async fn command_name_errors() {
+        let a = agent(Default::default());
+        let (s, b) = call(&a, "POST", &cmds(""), r#"{"name": "nodot", "params": {}}"#).await;
+        assert_eq!(s, 400);
+        assert_eq!(b["faultstring"], "Invalid command: Command name must be of the form <extension>.<name>");
+        let (s, b) = call(&a, "POST", &cmds(""), r#"{"name": "nope.x", "params": {}}"#).await;
+        assert_eq!(s, 404);
+        assert_eq!(b["faultstring"], "Not found: Extension with id nope not found.");
+        let (s, b) = call(&a, "POST", &cmds(""), r#"{"name": "clean.nope", "params": {}}"#).await;
+        assert_eq!(s, 400);
+        assert_eq!(b["faultstring"], "Invalid command: Unknown command: nope");
+    }
+
+    #[tokio::test]
+    async fn bad_bodies_and_params() {
+        let a = agent(Default::default());
+        for body in ["not json", r#"{"name": "standby.sync"}"#, r#"{"name": 1, "params": {}}"#, r#"{"name": "standby.sync", "params": []}"#] {
+            let (s, b) = call(&a, "POST", &cmds(""), body).await;
+            assert_eq!(s, 400, "{body}");
+            assert!(b["faultstring"].as_str().unwrap().starts_with("Invalid request body"), "{b}");
+        }
+        let (s, b) = call(&a, "POST", &cmds(""), r#"{"name": "test.needs", "params": {"count": "x"}}"#).await;
+        assert_eq!(s, 400);
+        assert!(b["faultstring"].as_str().unwrap().starts_with("Invalid command parameters: "), "{b}");
+        let (s, b) = call(&a, "POST", &cmds(""), r#"{"name": "clean.get_clean_steps", "params": {}}"#).await;
+        assert_eq!(s, 400, "missing node/ports: {b}");
+        // Not recorded.
+        let (_, list) = call(&a, "GET", &cmds(""), "").await;
+        assert_eq!(list["commands"], json!([]));
+    }
+
+    #[tokio::test]
+    async fn busy_async_and_wait() {
+        let release = Arc::new(tokio::sync::Notify::new());
+        let a = agent(release.clone());
+        let (s, b) = call(&a, "POST", &cmds("&wait=false"), r#"{"name": "test.block", "params": {}}"#).await;
+        assert_eq!(s, 200);
+        assert_eq!(b["command_status"], "RUNNING");
+        assert_eq!(b["command_name"], "block");
+        assert!(b.get("command_params").is_none(), "params are never serialised");
+        let id = b["id"].as_str().unwrap().to_string();
+
+        // Every POST, sync ones included, is refused while it runs; GETs still work.
+        let (s, busy) = call(&a, "POST", &cmds(""), r#"{"name": "standby.sync", "params": {}}"#).await;
+        assert_eq!(s, 409);
+        assert_eq!(busy["faultstring"], "Agent is busy: executing command block");
+        let (s, _) = call(&a, "GET", &cmds(""), "").await;
+        assert_eq!(s, 200);
+
+        let waiter = {
+            let a = a.clone();
+            let id = id.clone();
+            tokio::spawn(async move {
+                call(&a, "GET", &format!("/v1/commands/{id}?agent_token={TOKEN}&wait=TRUE"), "").await
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "wait=true blocks while running");
+        release.notify_one();
+        let (s, done) = waiter.await.unwrap();
+        assert_eq!(s, 200);
+        assert_eq!(done["command_status"], "SUCCEEDED");
+        assert_eq!(done["command_result"], json!({"result": "block: released"}));
+
+        // Not busy any more; results stay in order.
+        let (s, sync) = call(&a, "POST", &cmds("&wait=true"), r#"{"name": "standby.sync", "params": {}}"#).await;
+        assert_eq!(s, 200);
+        assert_eq!(sync["command_status"], "SUCCEEDED");
+        let (_, list) = call(&a, "GET", &cmds(""), "").await;
+        let names: Vec<_> = list["commands"].as_array().unwrap().iter().map(|c| c["command_name"].clone()).collect();
+        assert_eq!(names, [json!("block"), json!("sync")]);
+    }
+
+    #[tokio::test]
+    async fn sync_failure_is_a_recorded_200() {
+        let a = agent(Default::default());
+        let (s, b) = call(&a, "POST", &cmds(""), r#"{"name": "test.fails", "params": {}}"#).await;
+        assert_eq!(s, 200);
+        assert_eq!(b["command_status"], "FAILED");
+        assert_eq!(b["command_result"], Value::Null);
+        assert_eq!(b["command_error"], json!({"type": "CleaningError", "code": 500, "message": "Clean step failed", "details": "disk on fire"}));
+    }
+
+    #[tokio::test]
+    async fn routing_like_werkzeug() {
+        let a = agent(Default::default());
+        let (s, b) = call(&a, "GET", "/", "").await;
+        assert_eq!(s, 200);
+        assert_eq!(b["name"], "OpenStack Ironic Python Agent API");
+        assert_eq!(b["default_version"]["id"], "v1");
+        let (s, b) = call(&a, "GET", "/v1/status", "").await;
+        assert_eq!(s, 200);
+        assert_eq!(b["version"], IPA_COMPATIBLE_VERSION);
+        assert!(b["started_at"].as_f64().unwrap() > 0.0);
+        let (s, b) = call(&a, "GET", "/v1/nothing", "").await;
+        assert_eq!(s, 404);
+        assert!(b["faultstring"].is_string());
+        let (s, b) = call(&a, "DELETE", &cmds(""), "").await;
+        assert_eq!(s, 405);
+        assert!(b["faultstring"].is_string());
+        let req = Request::builder().uri(format!("/v1/commands?agent_token={TOKEN}")).body(Body::empty()).unwrap();
+        let resp = router(a.clone()).oneshot(req).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 308);
+        assert_eq!(resp.headers()["location"], format!("/v1/commands/?agent_token={TOKEN}"));
+        let (s, _) = call(&a, "GET", &format!("/v1/commands/unknown-id?agent_token={TOKEN}"), "").await;
+        assert_eq!(s, 404);
+    }
+
+    #[tokio::test]
+    async fn get_steps_through_the_real_extension() {
+        let a = agent(Default::default());
+        let body = std::str::from_utf8(include_bytes!("../../../protocol/fixtures/get-clean-steps-request.json")).unwrap();
+        let (s, b) = call(&a, "POST", &cmds("&wait=true"), body).await;
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(b["command_name"], "get_clean_steps");
+        assert_eq!(b["command_status"], "SUCCEEDED");
+        assert_eq!(b["command_result"]["hardware_manager_version"], json!({"generic_hardware_manager": "1.2"}));
+        assert!(b["command_result"]["clean_steps"]["GenericHardwareManager"].is_array());
+    }
+
+    #[tokio::test]
+    async fn version_mismatch_status() {
+        let a = agent(Default::default());
+        let mut body: Value = serde_json::from_slice(include_bytes!("../../../protocol/fixtures/execute-clean-step-request.json")).unwrap();
+        body["params"]["clean_version"] = json!({"generic_hardware_manager": "0.9"});
+        let (s, b) = call(&a, "POST", &cmds("&wait=true"), &body.to_string()).await;
+        assert_eq!(s, 200);
+        assert_eq!(b["command_status"], "CLEAN_VERSION_MISMATCH");
+        assert_eq!(b["command_error"]["type"], "VersionMismatch");
+    }
+}

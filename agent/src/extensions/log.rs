@@ -174,13 +174,13 @@ fn filesystems() -> String {
             continue;
         }
         if let Ok(s) = nix::sys::statvfs::statvfs(f[1]) {
-            let frag = s.fragment_size() as u64;
+            let frag = s.fragment_size();
             out.push_str(&format!(
                 "{}\t{}\t{}\t{}\t{}\n",
                 f[0],
                 f[2],
-                s.blocks() as u64 * frag,
-                s.blocks_available() as u64 * frag,
+                s.blocks() * frag,
+                s.blocks_available() * frag,
                 f[1]
             ));
         }
