@@ -1,1 +1,23 @@
+//! End-to-end harness for the `ironic-agent`: a real Ironic, a network namespace standing in
+//! for the machine, loop devices standing in for its disks, and the real agent binary.
+//!
+//! Every test gets its own temp dir, namespace, subnet (10.251.N.0/24), Ironic and loop
+//! disks, so tests run in parallel. Everything is torn down on Drop, also on panic; a failing
+//! test prints the Ironic and agent logs and the node's state (see [`harness::Harness`]).
+//!
+//! Safety: the only block devices written are loop devices over temp files created here,
+//! and Ironic binds only to the host end of a veth created here.
 
+pub mod agent;
+pub mod cleaning;
+pub mod cmd;
+pub mod diagnostics;
+pub mod harness;
+pub mod http;
+pub mod ironic;
+pub mod ironic_api;
+pub mod loopdev;
+pub mod netns;
+pub mod probe;
+pub mod regions;
+pub mod testdir;
