@@ -1,6 +1,9 @@
 //! The generic hardware manager: what works on any Linux machine, from sysfs and procfs.
 
 mod network;
+pub mod partition_table;
+pub mod region;
+pub mod signatures;
 
 use ironic_protocol::Interface;
 
