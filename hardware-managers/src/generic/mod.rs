@@ -1,17 +1,24 @@
 //! The generic hardware manager: what works on any Linux machine, from sysfs and procfs.
 
 pub mod block_devices;
+mod metadata_erase;
 mod network;
+mod overwrite_erase;
 pub mod partition_table;
+mod protected;
 pub mod region;
+mod rescan;
 pub mod signatures;
 
 use std::path::PathBuf;
 
-use ironic_protocol::{BlockDevice, Interface};
+use ironic_protocol::{BlockDevice, Interface, Node, Step, StepKind};
+use serde_json::Value;
 
-use crate::{DeviceGuard, HardwareError, HardwareManager, SupportLevel};
+use crate::{DeviceGuard, HardwareError, HardwareManager, StepCall, SupportLevel};
 use block_devices::{BlockScanner, Disk};
+
+pub use overwrite_erase::EraseMethod;
 
 /// Settings of the generic manager that come from the agent's configuration.
 #[derive(Debug, Clone)]
@@ -59,6 +66,18 @@ impl GenericHardwareManager {
     fn disks(&self) -> Result<Vec<Disk>, HardwareError> {
         BlockScanner::new(&self.guard, &self.dev_root).disks()
     }
+
+    /// The disks a destructive step works on. Outside a ramdisk with no `--allow-device`,
+    /// the step refuses rather than reporting success for erasing nothing.
+    fn disks_for(&self, action: &str) -> Result<Vec<Disk>, HardwareError> {
+        if !self.guard.in_ramdisk() && self.guard.allowed_paths().next().is_none() {
+            return Err(HardwareError::DeviceNotAllowed {
+                device: PathBuf::from("any block device"),
+                action: action.to_string(),
+            });
+        }
+        self.disks()
+    }
 }
 
 impl HardwareManager for GenericHardwareManager {
@@ -74,6 +93,36 @@ impl HardwareManager for GenericHardwareManager {
         SupportLevel::GENERIC
     }
 
+    fn steps(&self, kind: StepKind, _node: &Node, _ports: &[Value]) -> Vec<Step> {
+        match kind {
+            StepKind::Clean => vec![
+                Step::new("erase_devices", 10).abortable(true),
+                Step::new("erase_devices_metadata", 99).abortable(true),
+            ],
+            StepKind::Deploy => vec![Step::new("erase_devices_metadata", 0)],
+            StepKind::Service => Vec::new(),
+        }
+    }
+
+    fn execute_step(&self, name: &str, call: &StepCall<'_>) -> Result<Value, HardwareError> {
+        match name {
+            "erase_devices_metadata" => {
+                let disks = self.disks_for("erase the metadata of")?;
+                metadata_erase::erase_devices_metadata(
+                    &self.guard,
+                    &disks,
+                    call.node,
+                    &self.options,
+                )
+            }
+            "erase_devices" => {
+                let disks = self.disks_for("erase")?;
+                overwrite_erase::erase_devices(&self.guard, &disks, call.node, &self.options)
+            }
+            _ => Err(HardwareError::NotHandled),
+        }
+    }
+
     fn list_block_devices(
         &self,
         include_partitions: bool,
@@ -86,5 +135,100 @@ impl HardwareManager for GenericHardwareManager {
 
     fn list_network_interfaces(&self) -> Result<Vec<Interface>, HardwareError> {
         network::list_interfaces(self.guard.sys_root())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use block_devices::tests::SysFixture;
+    use serde_json::{json, Map};
+
+    fn names(steps: &[Step]) -> Vec<(&str, i64, Option<bool>)> {
+        steps
+            .iter()
+            .map(|s| (s.step.as_str(), s.priority, s.abortable))
+            .collect()
+    }
+
+    #[test]
+    fn steps_are_ipas_erase_steps() {
+        let guard = DeviceGuard::new(false, vec![], "/nonexistent");
+        let m = GenericHardwareManager::new(guard, GenericOptions::default());
+        let node = Node::default();
+        assert_eq!(
+            names(&m.steps(StepKind::Clean, &node, &[])),
+            [
+                ("erase_devices", 10, Some(true)),
+                ("erase_devices_metadata", 99, Some(true))
+            ]
+        );
+        let deploy = m.steps(StepKind::Deploy, &node, &[]);
+        assert_eq!(names(&deploy), [("erase_devices_metadata", 0, None)]);
+        assert_eq!(
+            serde_json::to_value(&deploy[0]).unwrap(),
+            json!({"step": "erase_devices_metadata", "priority": 0, "interface": "deploy",
+                   "reboot_requested": false})
+        );
+        assert!(m.steps(StepKind::Service, &node, &[]).is_empty());
+    }
+
+    fn run(m: &GenericHardwareManager, step: &str) -> Result<Value, HardwareError> {
+        let node = Node::default();
+        let args = Map::new();
+        m.execute_step(
+            step,
+            &StepCall {
+                node: &node,
+                ports: &[],
+                args: &args,
+            },
+        )
+    }
+
+    #[test]
+    fn outside_a_ramdisk_without_allowed_devices_erasing_is_refused() {
+        let fx = SysFixture::new();
+        fx.disk("vda", "254:0", 4096);
+        let guard = DeviceGuard::new(false, vec![], fx.sys());
+        let m =
+            GenericHardwareManager::new(guard, GenericOptions::default()).with_dev_root(fx.dev());
+        assert!(m.list_block_devices(true).unwrap().is_empty());
+        for step in ["erase_devices_metadata", "erase_devices"] {
+            let err = run(&m, step).unwrap_err();
+            assert!(
+                matches!(err, HardwareError::DeviceNotAllowed { .. }),
+                "{step}: {err}"
+            );
+        }
+        assert!(matches!(
+            run(&m, "erase_devices_express"),
+            Err(HardwareError::NotHandled)
+        ));
+    }
+
+    #[test]
+    fn in_a_ramdisk_the_fixture_disks_are_erased() {
+        // Device nodes of the fixture are regular files, so the steps run end to end on them.
+        let fx = SysFixture::new();
+        fx.disk("vdb", "254:16", 2048);
+        std::fs::write(fx.dev().join("vdb"), vec![0xa5u8; 2048 * 512]).unwrap();
+        let guard = DeviceGuard::new(true, vec![], fx.sys());
+        let m =
+            GenericHardwareManager::new(guard, GenericOptions::default()).with_dev_root(fx.dev());
+        let listed = m.list_block_devices(false).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].size, 2048 * 512);
+
+        let report = run(&m, "erase_devices_metadata").unwrap();
+        let vdb = fx.dev().join("vdb").display().to_string();
+        assert_eq!(
+            report[&vdb]["zeroed"],
+            json!([[0, 34 * 512], [(2048 - 33) * 512, 33 * 512]])
+        );
+        let report = run(&m, "erase_devices").unwrap();
+        assert_eq!(report[&vdb]["verification"]["ok"], true);
+        let data = std::fs::read(fx.dev().join("vdb")).unwrap();
+        assert!(data.iter().all(|b| *b == 0));
     }
 }
