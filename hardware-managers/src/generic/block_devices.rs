@@ -22,6 +22,9 @@ use crate::{DeviceGuard, HardwareError};
 /// exist; their members are listed as the disks they are.
 const NOT_DISKS: [&str; 7] = ["ram", "zram", "sr", "fd", "md", "dm-", "loop"];
 
+/// The label of the virtual media device Ironic attaches, relative to `/dev`.
+const VIRTUAL_MEDIA_LABEL: &str = "disk/by-label/ir-vfd-dev";
+
 /// A disk with what the erase steps need beyond the inventory fields.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Disk {
@@ -35,6 +38,9 @@ pub struct Disk {
     pub size: u64,
     pub read_only: bool,
     pub removable: bool,
+    /// The BMC's virtual floppy that Ironic attaches with the node's configuration
+    /// (`/dev/disk/by-label/ir-vfd-dev`): never erased, as in IPA.
+    pub virtual_media: bool,
     pub logical_sector_size: u64,
     pub physical_sector_size: u64,
     /// Kernel names of devices stacked on this one (`md0`, `dm-1`).
@@ -237,6 +243,8 @@ impl<'a> BlockScanner<'a> {
             .filter_map(|e| self.describe_partition(&e.file_name().to_string_lossy(), &e.path()))
             .collect();
         partitions.sort_by(|a, b| a.kname.cmp(&b.kname));
+        let virtual_media = canonical(&self.dev_root.join(VIRTUAL_MEDIA_LABEL))
+            .is_some_and(|vm| Some(vm) == canonical(&path));
         Disk {
             kname: kname.to_string(),
             path,
@@ -244,6 +252,7 @@ impl<'a> BlockScanner<'a> {
             size,
             read_only: read_trimmed(&dir.join("ro")).as_deref() == Some("1"),
             removable: read_trimmed(&dir.join("removable")).as_deref() == Some("1"),
+            virtual_media,
             logical_sector_size: logical,
             physical_sector_size: physical,
             holders: holders(dir),
@@ -578,6 +587,7 @@ pub(crate) mod tests {
             )
         );
         assert_eq!(disks[1].info.hctl, None);
+        assert!(!sda.virtual_media);
 
         let listed = to_block_devices(&disks, true);
         let listed: Vec<_> = listed
@@ -592,6 +602,21 @@ pub(crate) mod tests {
             .collect();
         assert_eq!(listed, ["sda", "sda1", "sda2", "vda"]);
         assert_eq!(to_block_devices(&disks, false).len(), 2);
+    }
+
+    #[test]
+    fn virtual_media_is_recognised_by_its_label() {
+        let fx = SysFixture::new();
+        fx.disk("sda", "8:0", 2048).disk("sdb", "8:16", 2880);
+        fs::create_dir_all(fx.dev().join("disk/by-label")).unwrap();
+        std::os::unix::fs::symlink("../../sdb", fx.dev().join("disk/by-label/ir-vfd-dev")).unwrap();
+        let guard = DeviceGuard::new(true, vec![], fx.sys());
+        let disks = BlockScanner::new(&guard, fx.dev()).disks().unwrap();
+        let vm: Vec<_> = disks
+            .iter()
+            .map(|d| (d.kname.as_str(), d.virtual_media))
+            .collect();
+        assert_eq!(vm, [("sda", false), ("sdb", true)]);
     }
 
     #[test]

@@ -40,20 +40,29 @@ pub(crate) fn erase_devices_metadata(
     node: &Node,
     options: &GenericOptions,
 ) -> Result<Value, HardwareError> {
-    let (read_only, writable): (Vec<&Disk>, Vec<&Disk>) = disks.iter().partition(|d| d.read_only);
+    let mut report = Map::new();
+    let mut writable = Vec::new();
+    for d in disks {
+        let skip = if d.virtual_media {
+            Some("virtual media device")
+        } else if d.read_only {
+            Some("read-only device")
+        } else {
+            None
+        };
+        match skip {
+            Some(why) => {
+                tracing::info!(device = %d.path.display(), why, "skipping erasure");
+                report.insert(d.path.display().to_string(), json!({ "skipped": why }));
+            }
+            None => writable.push(d),
+        }
+    }
     for d in &writable {
         guard.check(&d.path, ACTION)?;
     }
     protected::check_disks(&writable, node, options)?;
 
-    let mut report = Map::new();
-    for d in read_only {
-        tracing::info!(device = %d.path.display(), "skipping erasure of read-only device");
-        report.insert(
-            d.path.display().to_string(),
-            json!({"skipped": "read-only device"}),
-        );
-    }
     let mut errors: Vec<(String, String)> = Vec::new();
     for disk in writable {
         let file = match OpenOptions::new().read(true).write(true).open(&disk.path) {

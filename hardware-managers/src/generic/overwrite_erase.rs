@@ -118,6 +118,11 @@ pub(crate) fn erase_devices(
     // Every check before the first write.
     for disk in disks {
         let name = disk.path.display().to_string();
+        if disk.virtual_media {
+            tracing::info!(device = name, "skipping erase of virtual media device");
+            report.insert(name, json!({"skipped": "virtual media device"}));
+            continue;
+        }
         if disk.read_only {
             if !settings.skip_read_only {
                 return Err(HardwareError::BlockDeviceErase(format!(

@@ -146,6 +146,7 @@ pub(crate) mod tests {
             size,
             read_only: false,
             removable: false,
+            virtual_media: false,
             logical_sector_size: 512,
             physical_sector_size: 512,
             holders: vec![],
