@@ -189,14 +189,24 @@ impl Harness {
             .set_provision_state(self.node_uuid()?, &target)
     }
 
-    /// Waits for the node to reach `state`, printing transitions.
-    pub fn wait_for(&self, state: &str, timeout: Duration) -> Result<Node> {
+    /// Waits for the node to reach `state`, printing transitions. Fails at once if the agent
+    /// process died (non-zero exit) instead of waiting for Ironic's callback timeout.
+    pub fn wait_for(&mut self, state: &str, timeout: Duration) -> Result<Node> {
         let t = Instant::now();
-        let node = self.client().wait_for_provision_state(
-            self.node_uuid()?,
+        let client = self.client();
+        let uuid = self.node_uuid()?.to_string();
+        let agent = &mut self.agent;
+        let node = client.wait_for_provision_state_with(
+            &uuid,
             state,
             timeout,
             self.started,
+            &mut |_| match agent.as_mut().and_then(|a| a.exited()) {
+                Some(status) if !status.success() => {
+                    anyhow::bail!("the agent process exited ({status}) while the node waits for it")
+                }
+                _ => Ok(()),
+            },
         )?;
         self.progress(&format!(
             "node is {state} after {:.1}s",

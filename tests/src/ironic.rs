@@ -321,7 +321,9 @@ fn is_zombie(pid: u32) -> bool {
 
 impl Drop for Ironic {
     fn drop(&mut self) {
-        stop_group(&mut self.child, Duration::from_secs(15));
+        // A throwaway instance (its sqlite DB goes with the temp dir): one second to stop on
+        // SIGTERM, then SIGKILL; a graceful conductor shutdown takes seconds more.
+        stop_group(&mut self.child, Duration::from_secs(1));
     }
 }
 

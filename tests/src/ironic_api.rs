@@ -263,6 +263,19 @@ impl IronicClient {
         timeout: Duration,
         epoch: Instant,
     ) -> Result<Node> {
+        self.wait_for_provision_state_with(uuid, wanted, timeout, epoch, &mut |_| Ok(()))
+    }
+
+    /// [`IronicClient::wait_for_provision_state`] with a `check` run on every poll; its
+    /// error ends the wait (e.g. "the agent process died").
+    pub fn wait_for_provision_state_with(
+        &self,
+        uuid: &str,
+        wanted: &str,
+        timeout: Duration,
+        epoch: Instant,
+        check: &mut dyn FnMut(&Node) -> Result<()>,
+    ) -> Result<Node> {
         let start = Instant::now();
         let mut last_seen = String::new();
         let mut initial: Option<String> = None;
@@ -281,6 +294,7 @@ impl IronicClient {
             if node.provision_state == wanted {
                 return Ok(node);
             }
+            check(&node)?;
             if STABLE_STATES.contains(&node.provision_state.as_str())
                 && node.provision_state != *initial
             {

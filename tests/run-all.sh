@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Everything a change must pass, from a fresh Debian 12 machine, as root:
+# setup, formatting, clippy, the agent build the end-to-end tests run, and all tests.
+#
+#   tests/run-all.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash tests/setup.sh
+export IRONIC_VENV=${IRONIC_VENV:-/opt/ironic-agent-test/ironic-venv}
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo build -p ironic-agent (the binary the end-to-end tests run)"
+cargo build -p ironic-agent
+echo "== cargo test"
+cargo test --workspace
