@@ -116,7 +116,8 @@ pub fn kernel_cmdline(netns: &NetNs, api_url: &str, extra: &[String]) -> String 
 }
 
 /// The agent binary: `IRONIC_AGENT_BIN`, else `<target>/debug/ironic-agent`, built with
-/// `cargo build -p ironic-agent` if it is not there yet.
+/// `cargo build -p ironic-agent` when missing or older than its sources (cargo releases its
+/// build lock before running tests, so this works from inside `cargo test`).
 pub fn binary() -> Result<PathBuf> {
     static BIN: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
     BIN.get_or_init(|| locate().map_err(|e| format!("{e:#}")))
@@ -137,13 +138,22 @@ fn locate() -> Result<PathBuf> {
         .map(|t| workspace.join(t))
         .unwrap_or_else(|| workspace.join("target"));
     let bin = target.join("debug/ironic-agent");
-    if bin.is_file() {
-        return Ok(bin);
+    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+    let sources = newest_source(&workspace);
+    match (built, sources) {
+        (Some(b), Some(s)) if b >= s => return Ok(bin),
+        (Some(_), None) => return Ok(bin),
+        _ => {}
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     eprintln!(
-        "{} is missing: running `cargo build -p ironic-agent`",
-        bin.display()
+        "{} is {}: running `cargo build -p ironic-agent`",
+        bin.display(),
+        if built.is_some() {
+            "older than its sources"
+        } else {
+            "missing"
+        }
     );
     let status = Command::new(&cargo)
         .args(["build", "-p", "ironic-agent"])
@@ -159,6 +169,30 @@ fn locate() -> Result<PathBuf> {
         );
     }
     Ok(bin)
+}
+
+/// The newest modification time among the agent's sources: its crate and the workspace
+/// crates it links, and the lock file.
+fn newest_source(workspace: &Path) -> Option<std::time::SystemTime> {
+    fn walk(path: &Path, newest: &mut Option<std::time::SystemTime>) {
+        let Ok(meta) = std::fs::metadata(path) else {
+            return;
+        };
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+                walk(&entry.path(), newest);
+            }
+        } else if let Ok(m) = meta.modified() {
+            *newest = (*newest).max(Some(m));
+        }
+    }
+    let mut newest = None;
+    for krate in ["agent", "hardware-managers", "protocol"] {
+        walk(&workspace.join(krate).join("src"), &mut newest);
+        walk(&workspace.join(krate).join("Cargo.toml"), &mut newest);
+    }
+    walk(&workspace.join("Cargo.lock"), &mut newest);
+    newest
 }
 
 /// The workspace root: the parent of this crate's directory.
