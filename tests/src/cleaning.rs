@@ -165,9 +165,10 @@ pub fn verify_metadata_erased(h: &Harness, disk: &PreparedDisk) -> Result<()> {
     let leftovers = regions::nonzero_within(&after, &allowed);
     if !leftovers.is_empty() {
         bail!(
-            "metadata regions not zeroed (IPA writes zeros over the first and last {} sectors \
+            "metadata regions not zeroed (IPA writes zeros over the first {} and last {} sectors \
              of the disk and of each partition):\n{}",
-            regions::GPT_SECTORS,
+            regions::HEAD_SECTORS,
+            regions::TAIL_SECTORS,
             regions::describe(&leftovers, 10)
         );
     }

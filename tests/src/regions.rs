@@ -3,16 +3,19 @@
 //!
 //! IPA (`disk_utils.destroy_disk_metadata`) runs, for every partition and then every disk:
 //! `wipefs --force --all` (zeroes the magic bytes of each signature libblkid finds), `dd` of
-//! zeros over the first and the last 33 sectors (protective MBR + GPT header + 32 sectors of
-//! entries, and the backup GPT; 6 sectors on 4K-sector disks), and `sgdisk -Z`, which stays
-//! inside those same sectors. So everything else must come out bit-for-bit unchanged.
+//! zeros over the first and the last 33 sectors (5 on 4K-sector disks), and `sgdisk -Z`,
+//! which zeroes the protective MBR, the primary GPT header and its 32 sectors of entries
+//! (the first 34 sectors, one more than the `dd`) and the backup GPT in the last 33 sectors,
+//! on partitions as well as disks. So everything else must come out bit-for-bit unchanged.
 
 use std::ops::Range;
 
 use crate::loopdev::{PartitionSpec, SECTOR};
 
-/// Sectors IPA zeroes at each end of a device with 512-byte sectors.
-pub const GPT_SECTORS: u64 = 33;
+/// Sectors IPA zeroes at the start of a device with 512-byte sectors (`sgdisk -Z`'s 34).
+pub const HEAD_SECTORS: u64 = 34;
+/// Sectors IPA zeroes at the end of a device with 512-byte sectors.
+pub const TAIL_SECTORS: u64 = 33;
 
 /// Where a known signature's magic lies, relative to the device or partition start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,10 +50,9 @@ impl Layout {
     pub fn wipe_regions(&self) -> Vec<Range<u64>> {
         let mut r = Vec::new();
         let ends = |start: u64, len: u64, r: &mut Vec<Range<u64>>| {
-            let n = (GPT_SECTORS * SECTOR).min(len);
-            r.push(start..start + n);
-            if len > GPT_SECTORS * SECTOR {
-                r.push(start + len - n..start + len);
+            r.push(start..start + (HEAD_SECTORS * SECTOR).min(len));
+            if len > TAIL_SECTORS * SECTOR {
+                r.push(start + len - TAIL_SECTORS * SECTOR..start + len);
             }
         };
         ends(0, self.disk_bytes, &mut r);
@@ -193,8 +195,8 @@ mod tests {
         assert_eq!(
             layout().wipe_regions(),
             vec![
-                0..33 * 512,
-                2048 * 512..(2048 + 33) * 512,
+                0..34 * 512,
+                2048 * 512..(2048 + 34) * 512,
                 (129024 - 33) * 512..129024 * 512,
                 disk - 33 * 512..disk,
             ]

@@ -209,7 +209,9 @@ mod tests {
     /// An agent with the real extensions plus a `test` extension whose `block` command runs
     /// until released, to make the agent busy.
     fn agent(release: Arc<tokio::sync::Notify>) -> Arc<Agent> {
-        let config = crate::config::Config::from_args(["ironic-agent", "--cmdline-file", "/dev/null"]).unwrap();
+        let config =
+            crate::config::Config::from_args(["ironic-agent", "--cmdline-file", "/dev/null"])
+                .unwrap();
         let mut exts = crate::extensions::all();
         exts.push((
             "test",
@@ -221,9 +223,16 @@ mod tests {
                         Ok(CommandValue::Text("released".into()))
                     }
                 }),
-                CommandDef::new("needs", Mode::Sync, |_, _: Needs| async { Ok(CommandValue::Null) }),
+                CommandDef::new("needs", Mode::Sync, |_, _: Needs| async {
+                    Ok(CommandValue::Null)
+                }),
                 CommandDef::new("fails", Mode::Sync, |_, _: NoParams| async {
-                    Err(ironic_protocol::CommandError::new("CleaningError", 500, "Clean step failed", "disk on fire"))
+                    Err(ironic_protocol::CommandError::new(
+                        "CleaningError",
+                        500,
+                        "Clean step failed",
+                        "disk on fire",
+                    ))
                 }),
             ],
         ));
@@ -241,8 +250,13 @@ mod tests {
             .unwrap();
         let resp = router(agent.clone()).oneshot(req).await.unwrap();
         let status = resp.status().as_u16();
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     fn cmds(query: &str) -> String {
@@ -252,7 +266,11 @@ mod tests {
     #[tokio::test]
     async fn token_is_required_and_checked() {
         let a = agent(Default::default());
-        for uri in ["/v1/commands/", "/v1/commands/?agent_token=wrong", "/commands/"] {
+        for uri in [
+            "/v1/commands/",
+            "/v1/commands/?agent_token=wrong",
+            "/commands/",
+        ] {
             let (status, body) = call(&a, "GET", uri, "").await;
             assert_eq!(status, 401, "{uri}");
             assert_eq!(body["faultstring"], "401 Unauthorized: Token invalid.");
@@ -260,12 +278,18 @@ mod tests {
         }
         let (status, body) = call(&a, "GET", &cmds(""), "").await;
         assert_eq!(status, 200);
-        assert_eq!(body, json!({"commands": []}), "a fresh agent has an empty history");
+        assert_eq!(
+            body,
+            json!({"commands": []}),
+            "a fresh agent has an empty history"
+        );
     }
 
     #[tokio::test]
     async fn agent_without_token_rejects_everything() {
-        let config = crate::config::Config::from_args(["ironic-agent", "--cmdline-file", "/dev/null"]).unwrap();
+        let config =
+            crate::config::Config::from_args(["ironic-agent", "--cmdline-file", "/dev/null"])
+                .unwrap();
         let a = Agent::new(config, crate::logging::LogBuffer::new(1024)).unwrap();
         let (status, _) = call(&a, "GET", "/v1/commands/?agent_token=", "").await;
         assert_eq!(status, 401);
@@ -276,11 +300,23 @@ mod tests {
         let a = agent(Default::default());
         let (s, b) = call(&a, "POST", &cmds(""), r#"{"name": "nodot", "params": {}}"#).await;
         assert_eq!(s, 400);
-        assert_eq!(b["faultstring"], "Invalid command: Command name must be of the form <extension>.<name>");
+        assert_eq!(
+            b["faultstring"],
+            "Invalid command: Command name must be of the form <extension>.<name>"
+        );
         let (s, b) = call(&a, "POST", &cmds(""), r#"{"name": "nope.x", "params": {}}"#).await;
         assert_eq!(s, 404);
-        assert_eq!(b["faultstring"], "Not found: Extension with id nope not found.");
-        let (s, b) = call(&a, "POST", &cmds(""), r#"{"name": "clean.nope", "params": {}}"#).await;
+        assert_eq!(
+            b["faultstring"],
+            "Not found: Extension with id nope not found."
+        );
+        let (s, b) = call(
+            &a,
+            "POST",
+            &cmds(""),
+            r#"{"name": "clean.nope", "params": {}}"#,
+        )
+        .await;
         assert_eq!(s, 400);
         assert_eq!(b["faultstring"], "Invalid command: Unknown command: nope");
     }
@@ -288,15 +324,44 @@ mod tests {
     #[tokio::test]
     async fn bad_bodies_and_params() {
         let a = agent(Default::default());
-        for body in ["not json", r#"{"name": "standby.sync"}"#, r#"{"name": 1, "params": {}}"#, r#"{"name": "standby.sync", "params": []}"#] {
+        for body in [
+            "not json",
+            r#"{"name": "standby.sync"}"#,
+            r#"{"name": 1, "params": {}}"#,
+            r#"{"name": "standby.sync", "params": []}"#,
+        ] {
             let (s, b) = call(&a, "POST", &cmds(""), body).await;
             assert_eq!(s, 400, "{body}");
-            assert!(b["faultstring"].as_str().unwrap().starts_with("Invalid request body"), "{b}");
+            assert!(
+                b["faultstring"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("Invalid request body"),
+                "{b}"
+            );
         }
-        let (s, b) = call(&a, "POST", &cmds(""), r#"{"name": "test.needs", "params": {"count": "x"}}"#).await;
+        let (s, b) = call(
+            &a,
+            "POST",
+            &cmds(""),
+            r#"{"name": "test.needs", "params": {"count": "x"}}"#,
+        )
+        .await;
         assert_eq!(s, 400);
-        assert!(b["faultstring"].as_str().unwrap().starts_with("Invalid command parameters: "), "{b}");
-        let (s, b) = call(&a, "POST", &cmds(""), r#"{"name": "clean.get_clean_steps", "params": {}}"#).await;
+        assert!(
+            b["faultstring"]
+                .as_str()
+                .unwrap()
+                .starts_with("Invalid command parameters: "),
+            "{b}"
+        );
+        let (s, b) = call(
+            &a,
+            "POST",
+            &cmds(""),
+            r#"{"name": "clean.get_clean_steps", "params": {}}"#,
+        )
+        .await;
         assert_eq!(s, 400, "missing node/ports: {b}");
         // Not recorded.
         let (_, list) = call(&a, "GET", &cmds(""), "").await;
@@ -307,17 +372,35 @@ mod tests {
     async fn busy_async_and_wait() {
         let release = Arc::new(tokio::sync::Notify::new());
         let a = agent(release.clone());
-        let (s, b) = call(&a, "POST", &cmds("&wait=false"), r#"{"name": "test.block", "params": {}}"#).await;
+        let (s, b) = call(
+            &a,
+            "POST",
+            &cmds("&wait=false"),
+            r#"{"name": "test.block", "params": {}}"#,
+        )
+        .await;
         assert_eq!(s, 200);
         assert_eq!(b["command_status"], "RUNNING");
         assert_eq!(b["command_name"], "block");
-        assert!(b.get("command_params").is_none(), "params are never serialised");
+        assert!(
+            b.get("command_params").is_none(),
+            "params are never serialised"
+        );
         let id = b["id"].as_str().unwrap().to_string();
 
         // Every POST, sync ones included, is refused while it runs; GETs still work.
-        let (s, busy) = call(&a, "POST", &cmds(""), r#"{"name": "standby.sync", "params": {}}"#).await;
+        let (s, busy) = call(
+            &a,
+            "POST",
+            &cmds(""),
+            r#"{"name": "standby.sync", "params": {}}"#,
+        )
+        .await;
         assert_eq!(s, 409);
-        assert_eq!(busy["faultstring"], "Agent is busy: executing command block");
+        assert_eq!(
+            busy["faultstring"],
+            "Agent is busy: executing command block"
+        );
         let (s, _) = call(&a, "GET", &cmds(""), "").await;
         assert_eq!(s, 200);
 
@@ -325,7 +408,13 @@ mod tests {
             let a = a.clone();
             let id = id.clone();
             tokio::spawn(async move {
-                call(&a, "GET", &format!("/v1/commands/{id}?agent_token={TOKEN}&wait=TRUE"), "").await
+                call(
+                    &a,
+                    "GET",
+                    &format!("/v1/commands/{id}?agent_token={TOKEN}&wait=TRUE"),
+                    "",
+                )
+                .await
             })
         };
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -337,22 +426,42 @@ mod tests {
         assert_eq!(done["command_result"], json!({"result": "block: released"}));
 
         // Not busy any more; results stay in order.
-        let (s, sync) = call(&a, "POST", &cmds("&wait=true"), r#"{"name": "standby.sync", "params": {}}"#).await;
+        let (s, sync) = call(
+            &a,
+            "POST",
+            &cmds("&wait=true"),
+            r#"{"name": "standby.sync", "params": {}}"#,
+        )
+        .await;
         assert_eq!(s, 200);
         assert_eq!(sync["command_status"], "SUCCEEDED");
         let (_, list) = call(&a, "GET", &cmds(""), "").await;
-        let names: Vec<_> = list["commands"].as_array().unwrap().iter().map(|c| c["command_name"].clone()).collect();
+        let names: Vec<_> = list["commands"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["command_name"].clone())
+            .collect();
         assert_eq!(names, [json!("block"), json!("sync")]);
     }
 
     #[tokio::test]
     async fn sync_failure_is_a_recorded_200() {
         let a = agent(Default::default());
-        let (s, b) = call(&a, "POST", &cmds(""), r#"{"name": "test.fails", "params": {}}"#).await;
+        let (s, b) = call(
+            &a,
+            "POST",
+            &cmds(""),
+            r#"{"name": "test.fails", "params": {}}"#,
+        )
+        .await;
         assert_eq!(s, 200);
         assert_eq!(b["command_status"], "FAILED");
         assert_eq!(b["command_result"], Value::Null);
-        assert_eq!(b["command_error"], json!({"type": "CleaningError", "code": 500, "message": "Clean step failed", "details": "disk on fire"}));
+        assert_eq!(
+            b["command_error"],
+            json!({"type": "CleaningError", "code": 500, "message": "Clean step failed", "details": "disk on fire"})
+        );
     }
 
     #[tokio::test]
@@ -372,30 +481,51 @@ mod tests {
         let (s, b) = call(&a, "DELETE", &cmds(""), "").await;
         assert_eq!(s, 405);
         assert!(b["faultstring"].is_string());
-        let req = Request::builder().uri(format!("/v1/commands?agent_token={TOKEN}")).body(Body::empty()).unwrap();
+        let req = Request::builder()
+            .uri(format!("/v1/commands?agent_token={TOKEN}"))
+            .body(Body::empty())
+            .unwrap();
         let resp = router(a.clone()).oneshot(req).await.unwrap();
         assert_eq!(resp.status().as_u16(), 308);
-        assert_eq!(resp.headers()["location"], format!("/v1/commands/?agent_token={TOKEN}"));
-        let (s, _) = call(&a, "GET", &format!("/v1/commands/unknown-id?agent_token={TOKEN}"), "").await;
+        assert_eq!(
+            resp.headers()["location"],
+            format!("/v1/commands/?agent_token={TOKEN}")
+        );
+        let (s, _) = call(
+            &a,
+            "GET",
+            &format!("/v1/commands/unknown-id?agent_token={TOKEN}"),
+            "",
+        )
+        .await;
         assert_eq!(s, 404);
     }
 
     #[tokio::test]
     async fn get_steps_through_the_real_extension() {
         let a = agent(Default::default());
-        let body = std::str::from_utf8(include_bytes!("../../../protocol/fixtures/get-clean-steps-request.json")).unwrap();
+        let body = std::str::from_utf8(include_bytes!(
+            "../../../protocol/fixtures/get-clean-steps-request.json"
+        ))
+        .unwrap();
         let (s, b) = call(&a, "POST", &cmds("&wait=true"), body).await;
         assert_eq!(s, 200, "{b}");
         assert_eq!(b["command_name"], "get_clean_steps");
         assert_eq!(b["command_status"], "SUCCEEDED");
-        assert_eq!(b["command_result"]["hardware_manager_version"], json!({"generic_hardware_manager": "1.2"}));
+        assert_eq!(
+            b["command_result"]["hardware_manager_version"],
+            json!({"generic_hardware_manager": "1.2"})
+        );
         assert!(b["command_result"]["clean_steps"]["GenericHardwareManager"].is_array());
     }
 
     #[tokio::test]
     async fn version_mismatch_status() {
         let a = agent(Default::default());
-        let mut body: Value = serde_json::from_slice(include_bytes!("../../../protocol/fixtures/execute-clean-step-request.json")).unwrap();
+        let mut body: Value = serde_json::from_slice(include_bytes!(
+            "../../../protocol/fixtures/execute-clean-step-request.json"
+        ))
+        .unwrap();
         body["params"]["clean_version"] = json!({"generic_hardware_manager": "0.9"});
         let (s, b) = call(&a, "POST", &cmds("&wait=true"), &body.to_string()).await;
         assert_eq!(s, 200);
