@@ -364,29 +364,19 @@ impl Agent {
     }
 
     /// IPA's `process_lookup_data`: adopt the token, cache the node and conductor settings.
-    async fn process_lookup(&self, lookup: LookupResponse) -> anyhow::Result<()> {
-        let offered = lookup.config.agent_token.clone();
-        match offered.as_deref() {
+    /// `Err` when the conductor already issued the token and we have none: nobody may drive
+    /// this agent then.
+    pub fn apply_lookup(&self, lookup: LookupResponse) -> Result<(), TokenAlreadyIssued> {
+        match lookup.config.agent_token.as_deref() {
             Some(t) if t.len() >= 32 => {
                 self.set_token(t);
                 tracing::info!("agent token received at lookup");
             }
             Some(LookupConfig::TOKEN_ALREADY_ISSUED) => {
-                if self.token.read().expect("token lock").is_some() {
-                    tracing::info!("the conductor already issued our pre-shared token; keeping it");
-                } else {
-                    tracing::error!(
-                        "the conductor says a token was already issued for this node, and we have \
-                         none: another agent or an earlier run of this one holds it. Refusing to \
-                         serve; power-cycle the node (or restart the agent with ipa-agent-token) \
-                         to get a new token"
-                    );
-                    if self.guard.in_ramdisk() {
-                        crate::extensions::system::take_network_down(&self.guard);
-                        return idle_forever().await;
-                    }
-                    bail!("agent token was already issued and none is configured");
+                if self.token.read().expect("token lock").is_none() {
+                    return Err(TokenAlreadyIssued);
                 }
+                tracing::info!("the conductor already issued our pre-shared token; keeping it");
             }
             _ => tracing::warn!("lookup returned no usable agent token"),
         }
@@ -394,7 +384,27 @@ impl Agent {
         *self.lookup_config.write().expect("lookup lock") = Some(lookup.config);
         Ok(())
     }
+
+    async fn process_lookup(&self, lookup: LookupResponse) -> anyhow::Result<()> {
+        if let Err(e) = self.apply_lookup(lookup) {
+            tracing::error!("{e}");
+            if self.guard.in_ramdisk() {
+                crate::extensions::system::take_network_down(&self.guard);
+                return idle_forever().await;
+            }
+            bail!(e);
+        }
+        Ok(())
+    }
 }
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the conductor says a token was already issued for this node, and we have none: another \
+     agent or an earlier run of this one holds it. Refusing to serve; power-cycle the node (or \
+     restart the agent with ipa-agent-token) to get a new token"
+)]
+pub struct TokenAlreadyIssued;
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0

@@ -1,7 +1,9 @@
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 
-use ironic_protocol::{BlockDevice, Interface, ManagerVersions, Node, Step, StepKind, StepLists};
+use ironic_protocol::{
+    BlockDevice, Interface, Inventory, ManagerVersions, Node, Step, StepKind, StepLists,
+};
 use serde_json::Value;
 
 use crate::{HardwareError, HardwareManager, StepCall, SupportLevel};
@@ -92,6 +94,10 @@ impl Managers {
 
     pub fn list_network_interfaces(&self) -> Result<Vec<Interface>, HardwareError> {
         self.dispatch("list_network_interfaces", |m| m.list_network_interfaces())
+    }
+
+    pub fn list_hardware_info(&self) -> Result<Inventory, HardwareError> {
+        self.dispatch("list_hardware_info", |m| m.list_hardware_info())
     }
 
     /// `get_*_steps` over all managers, de-duplicated by step name with IPA's rules: the step

@@ -1,4 +1,4 @@
-use ironic_protocol::{BlockDevice, Interface, Node, Step, StepKind};
+use ironic_protocol::{BlockDevice, Interface, Inventory, Node, Step, StepKind};
 use serde_json::{Map, Value};
 
 use crate::HardwareError;
@@ -83,6 +83,11 @@ pub trait HardwareManager: Send + Sync {
 
     /// Network interfaces, used for lookup (their MACs) and inventory.
     fn list_network_interfaces(&self) -> Result<Vec<Interface>, HardwareError> {
+        Err(HardwareError::NotHandled)
+    }
+
+    /// The machine's inventory (IPA's `list_hardware_info`).
+    fn list_hardware_info(&self) -> Result<Inventory, HardwareError> {
         Err(HardwareError::NotHandled)
     }
 }

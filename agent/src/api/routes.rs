@@ -532,4 +532,24 @@ mod tests {
         assert_eq!(b["command_status"], "CLEAN_VERSION_MISMATCH");
         assert_eq!(b["command_error"]["type"], "VersionMismatch");
     }
+
+    #[tokio::test]
+    async fn hardware_info_lists_this_machine_without_its_disks() {
+        let a = agent(Default::default());
+        let (s, b) = call(
+            &a,
+            "POST",
+            &cmds("&wait=true"),
+            r#"{"name": "poll.get_hardware_info", "params": {}}"#,
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(b["command_status"], "SUCCEEDED", "{b}");
+        let inv = &b["command_result"];
+        assert!(inv["cpu"]["count"].as_u64().unwrap() >= 1);
+        assert!(inv["memory"]["total"].as_u64().unwrap() > 0);
+        assert!(inv["boot"]["current_boot_mode"].is_string());
+        // Not a ramdisk and nothing allowed: no disk of this machine may be listed.
+        assert_eq!(inv["disks"], json!([]));
+    }
 }

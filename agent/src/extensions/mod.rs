@@ -3,6 +3,7 @@
 mod clean;
 mod deploy;
 mod log;
+mod poll;
 mod rescue;
 mod service;
 mod standby;
@@ -21,5 +22,6 @@ pub fn all() -> Vec<(&'static str, Vec<CommandDef>)> {
         ("log", log::commands()),
         ("system", system::commands()),
         ("rescue", rescue::commands()),
+        ("poll", poll::commands()),
     ]
 }

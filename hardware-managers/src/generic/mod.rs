@@ -9,10 +9,11 @@ mod protected;
 pub mod region;
 mod rescan;
 pub mod signatures;
+mod system_facts;
 
 use std::path::PathBuf;
 
-use ironic_protocol::{BlockDevice, Interface, Node, Step, StepKind};
+use ironic_protocol::{BlockDevice, Interface, Inventory, Node, Step, StepKind};
 use serde_json::Value;
 
 use crate::{DeviceGuard, HardwareError, HardwareManager, StepCall, SupportLevel};
@@ -135,6 +136,27 @@ impl HardwareManager for GenericHardwareManager {
 
     fn list_network_interfaces(&self) -> Result<Vec<Interface>, HardwareError> {
         network::list_interfaces(self.guard.sys_root())
+    }
+
+    /// Everything but the BMC (found in-band by a later manager or skipped) and the PXE
+    /// interface (known to the agent from `BOOTIF`).
+    fn list_hardware_info(&self) -> Result<Inventory, HardwareError> {
+        let src = system_facts::FactSources {
+            proc_root: std::path::Path::new("/proc"),
+            sys_root: self.guard.sys_root(),
+        };
+        Ok(Inventory {
+            interfaces: self.list_network_interfaces()?,
+            cpu: system_facts::cpu(&src),
+            disks: self.list_block_devices(false)?,
+            memory: system_facts::memory(&src),
+            bmc_address: None,
+            bmc_v6address: None,
+            bmc_mac: None,
+            system_vendor: system_facts::system_vendor(&src),
+            boot: system_facts::boot(&src),
+            hostname: system_facts::hostname(),
+        })
     }
 }
 
