@@ -1,0 +1,12 @@
+//! The image path of the agent: download → decompress/convert → hash → write, overlapped on
+//! separate threads with bounded queues, so memory stays bounded whatever the image size.
+//!
+//! Read it like a chain (see [`pipeline`]): a [`source`] yields the image file's bytes in
+//! order (HTTP with Range resume); the bytes are hashed ([`checksum`]) and decoded into
+//! [`WriteOp`]s by a decoder chosen by [`format`] sniffing (raw, compressed raw, or
+//! [`qcow2`]); the [`sink`] writes them to the target in large aligned blocks, holding the
+//! first MiB back until everything else is on disk and verified.
+
+pub mod write_op;
+
+pub use write_op::{RangeRead, SinkClosed, WriteOp};
