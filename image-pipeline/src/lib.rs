@@ -7,6 +7,7 @@
 //! [`qcow2`]); the [`sink`] writes them to the target in large aligned blocks, holding the
 //! first MiB back until everything else is on disk and verified.
 
+pub mod sink;
 pub mod write_op;
 
 pub use write_op::{RangeRead, SinkClosed, WriteOp};

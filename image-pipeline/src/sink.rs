@@ -1,0 +1,533 @@
+//! The disk writer: applies [`WriteOp`]s to a window of a block device (or a file) in large
+//! aligned blocks, with O_DIRECT where the target takes it.
+//!
+//! Hazards it exists for:
+//! * A half-written disk must not look bootable. The first MiB (partition table, boot code)
+//!   is held in memory and written last, after everything else is on disk and the image was
+//!   verified; before the first byte of the image lands, the first and last MiB of the target
+//!   are zeroed so that neither the old primary nor the old backup GPT survives a crash, a
+//!   power loss or a checksum mismatch. On failure ([`DiskWriter::abort`]) both are zeroed
+//!   again.
+//! * Nothing is touched before the first op arrives: a download that fails at once (403,
+//!   wrong format, disk too small) leaves the disk exactly as it was.
+//! * Zeros are written for real (BLKZEROOUT on block devices, which guarantees zeroes, unlike
+//!   discard; zero-range or plain writes on files).
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::ops::Range;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::WriteOp;
+
+/// Bytes at the start of the target held back until the end.
+pub const HEAD_HOLD: u64 = 1 << 20;
+/// Bytes zeroed at the end of the target before writing (backup GPT lives there).
+const TAIL_WIPE: u64 = 1 << 20;
+/// Size of the aligned staging buffer: the unit of O_DIRECT writes.
+const STAGING: usize = 8 << 20;
+/// Memory alignment of the staging buffer (covers 4K-sector devices).
+const ALIGN: usize = 4096;
+
+nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
+nix::ioctl_read_bad!(
+    blksszget,
+    nix::request_code_none!(0x12, 104),
+    nix::libc::c_int
+);
+nix::ioctl_write_ptr_bad!(blkzeroout, nix::request_code_none!(0x12, 127), [u64; 2]);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("{context} {}: {source}", path.display())]
+    Io {
+        context: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "the image needs at least {needed} bytes but {} has only {capacity} bytes; nothing \
+         beyond the device was written (choose a larger disk with root device hints)",
+        path.display()
+    )]
+    TooSmall {
+        path: PathBuf,
+        needed: u64,
+        capacity: u64,
+    },
+}
+
+/// Byte counts of a finished write.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WriteStats {
+    pub data_bytes: u64,
+    pub zeroed_bytes: u64,
+    /// Whether O_DIRECT was used for the bulk of the data.
+    pub direct_io: bool,
+}
+
+/// A staging buffer whose memory offsets are congruent to file offsets modulo [`ALIGN`], so
+/// that any aligned file range in it is also aligned in memory (O_DIRECT needs both).
+struct Staging {
+    buf: Box<[u8]>,
+    /// File offset of `buf[0]`, a multiple of ALIGN.
+    base: u64,
+    /// Valid bytes are `buf[start..end]`.
+    start: usize,
+    end: usize,
+}
+
+impl Staging {
+    fn new() -> Self {
+        // A Vec<u8> gives no alignment guarantee; over-allocate and slice at an aligned point.
+        let raw = vec![0u8; STAGING + ALIGN].into_boxed_slice();
+        Staging {
+            buf: raw,
+            base: 0,
+            start: 0,
+            end: 0,
+        }
+    }
+
+    fn aligned_offset(&self) -> usize {
+        let addr = self.buf.as_ptr() as usize;
+        (ALIGN - addr % ALIGN) % ALIGN
+    }
+
+    fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    fn file_end(&self) -> u64 {
+        self.base + self.end as u64
+    }
+}
+
+/// Writes into `window` of a device or file. Offsets of ops are relative to the window.
+pub struct DiskWriter {
+    path: PathBuf,
+    buffered: File,
+    direct: Option<File>,
+    window: Range<u64>,
+    block: u64,
+    is_block_device: bool,
+    started: bool,
+    head: Vec<u8>,
+    staging: Staging,
+    stats: WriteStats,
+}
+
+impl DiskWriter {
+    /// Opens `path` for writing the whole device (`window = None`) or a byte range of it. The
+    /// caller must have cleared `path` with the device guard.
+    pub fn open(path: &Path, window: Option<Range<u64>>) -> Result<Self, SinkError> {
+        let io_err = |context, source| SinkError::Io {
+            context,
+            path: path.to_path_buf(),
+            source,
+        };
+        let buffered = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| io_err("opening", e))?;
+        let meta = buffered.metadata().map_err(|e| io_err("inspecting", e))?;
+        let is_block_device = meta.file_type().is_block_device();
+        let (size, block) = if is_block_device {
+            let mut size = 0u64;
+            // SAFETY: BLKGETSIZE64 writes one u64 into `size`.
+            unsafe { blkgetsize64(buffered.as_raw_fd(), &mut size) }
+                .map_err(|e| io_err("reading the size of", e.into()))?;
+            let mut ssz: nix::libc::c_int = 512;
+            // SAFETY: BLKSSZGET writes one int into `ssz`.
+            let _ = unsafe { blksszget(buffered.as_raw_fd(), &mut ssz) };
+            (size, u64::try_from(ssz).unwrap_or(512).max(512))
+        } else {
+            (meta.len(), 512)
+        };
+        let window = window.unwrap_or(0..size);
+        if window.end > size || window.start > window.end {
+            return Err(SinkError::TooSmall {
+                path: path.to_path_buf(),
+                needed: window.end,
+                capacity: size,
+            });
+        }
+        let direct = OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::libc::O_DIRECT)
+            .open(path)
+            .ok()
+            .filter(|_| window.start % ALIGN as u64 == 0);
+        let head_len = HEAD_HOLD.min(window.end - window.start) as usize;
+        Ok(DiskWriter {
+            path: path.to_path_buf(),
+            stats: WriteStats {
+                direct_io: direct.is_some(),
+                ..WriteStats::default()
+            },
+            buffered,
+            direct,
+            window,
+            block,
+            is_block_device,
+            started: false,
+            head: vec![0u8; head_len],
+            staging: Staging::new(),
+        })
+    }
+
+    /// Bytes available in the window.
+    pub fn capacity(&self) -> u64 {
+        self.window.end - self.window.start
+    }
+
+    /// Fails unless an image of `needed` bytes fits. Call before the first op when the size
+    /// is known, so that a too-small disk is refused before one byte is written.
+    pub fn ensure_fits(&self, needed: u64) -> Result<(), SinkError> {
+        if needed > self.capacity() {
+            return Err(SinkError::TooSmall {
+                path: self.path.clone(),
+                needed,
+                capacity: self.capacity(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn stats(&self) -> &WriteStats {
+        &self.stats
+    }
+
+    fn err(&self, context: &'static str, source: io::Error) -> SinkError {
+        SinkError::Io {
+            context,
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    pub fn apply(&mut self, op: WriteOp) -> Result<(), SinkError> {
+        if op.is_empty() {
+            return Ok(());
+        }
+        self.ensure_fits(op.end())?;
+        if !self.started {
+            self.started = true;
+            self.wipe_ends("wiping the first and last MiB of")?;
+        }
+        match op {
+            WriteOp::Data { offset, data } => {
+                let mut data: &[u8] = &data;
+                let mut offset = offset;
+                let head = self.head.len() as u64;
+                if offset < head {
+                    let n = ((head - offset) as usize).min(data.len());
+                    self.head[offset as usize..offset as usize + n].copy_from_slice(&data[..n]);
+                    self.stats.data_bytes += n as u64;
+                    data = &data[n..];
+                    offset += n as u64;
+                }
+                if !data.is_empty() {
+                    self.stats.data_bytes += data.len() as u64;
+                    self.stage(offset, data)?;
+                }
+            }
+            WriteOp::Zero { offset, len } => {
+                let head = self.head.len() as u64;
+                let mut offset = offset;
+                let mut len = len;
+                if offset < head {
+                    let n = (head - offset).min(len);
+                    self.head[offset as usize..(offset + n) as usize].fill(0);
+                    self.stats.zeroed_bytes += n;
+                    offset += n;
+                    len -= n;
+                }
+                if len > 0 {
+                    self.flush_staging()?;
+                    self.zero(offset, len)?;
+                    self.stats.zeroed_bytes += len;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies `data` (window offset `offset`) into the staging buffer, flushing as it fills.
+    fn stage(&mut self, mut offset: u64, mut data: &[u8]) -> Result<(), SinkError> {
+        let abs = |o: u64, w: &Range<u64>| o + w.start;
+        while !data.is_empty() {
+            let contiguous =
+                !self.staging.is_empty() && self.staging.file_end() == abs(offset, &self.window);
+            if !contiguous || self.staging.end == STAGING {
+                self.flush_staging()?;
+                let a = abs(offset, &self.window);
+                self.staging.base = a - a % ALIGN as u64;
+                self.staging.start = (a - self.staging.base) as usize;
+                self.staging.end = self.staging.start;
+            }
+            let room = STAGING - self.staging.end;
+            let n = room.min(data.len());
+            let at = self.staging.aligned_offset() + self.staging.end;
+            self.staging.buf[at..at + n].copy_from_slice(&data[..n]);
+            self.staging.end += n;
+            data = &data[n..];
+            offset += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Writes the staged bytes: the block-aligned middle with O_DIRECT, ragged edges buffered.
+    fn flush_staging(&mut self) -> Result<(), SinkError> {
+        if self.staging.is_empty() {
+            return Ok(());
+        }
+        let base = self.staging.base;
+        let (s, e) = (self.staging.start as u64, self.staging.end as u64);
+        let block = self.block.max(ALIGN as u64);
+        let (mid_s, mid_e) = (s.div_ceil(block) * block, e / block * block);
+        let mem = self.staging.aligned_offset();
+        let buf = &self.staging.buf[mem..mem + STAGING];
+        let write = |f: &File, from: u64, to: u64| {
+            f.write_all_at(&buf[from as usize..to as usize], base + from)
+        };
+        let result = match &self.direct {
+            Some(direct) if mid_s < mid_e => write(&self.buffered, s, mid_s)
+                .and_then(|_| write(direct, mid_s, mid_e))
+                .and_then(|_| write(&self.buffered, mid_e, e)),
+            _ => write(&self.buffered, s, e),
+        };
+        self.staging.start = 0;
+        self.staging.end = 0;
+        result.map_err(|e| self.err("writing to", e))
+    }
+
+    /// Makes `len` bytes at window offset `offset` read back as zeros.
+    fn zero(&mut self, offset: u64, len: u64) -> Result<(), SinkError> {
+        let start = self.window.start + offset;
+        let end = start + len;
+        if self.is_block_device {
+            let (a, b) = (start.div_ceil(512) * 512, end / 512 * 512);
+            if a < b {
+                self.write_zeros(start, a)?;
+                let range = [a, b - a];
+                // SAFETY: BLKZEROOUT reads a [start, length] pair we own.
+                match unsafe { blkzeroout(self.buffered.as_raw_fd(), &range) } {
+                    Ok(_) => return self.write_zeros(b, end),
+                    Err(e) => tracing::debug!(error = %e, "BLKZEROOUT refused, writing zeros"),
+                }
+            }
+        } else {
+            // SAFETY: fallocate on our own descriptor with a valid range.
+            let r = unsafe {
+                nix::libc::fallocate(
+                    self.buffered.as_raw_fd(),
+                    nix::libc::FALLOC_FL_ZERO_RANGE | nix::libc::FALLOC_FL_KEEP_SIZE,
+                    start as i64,
+                    len as i64,
+                )
+            };
+            if r == 0 {
+                return Ok(());
+            }
+        }
+        self.write_zeros(start, end)
+    }
+
+    fn write_zeros(&self, start: u64, end: u64) -> Result<(), SinkError> {
+        let zeros = vec![0u8; (1usize << 20).min((end - start) as usize)];
+        let mut at = start;
+        while at < end {
+            let n = ((end - at) as usize).min(zeros.len());
+            self.buffered
+                .write_all_at(&zeros[..n], at)
+                .map_err(|e| self.err("zeroing", e))?;
+            at += n as u64;
+        }
+        Ok(())
+    }
+
+    fn wipe_ends(&mut self, context: &'static str) -> Result<(), SinkError> {
+        let w = self.window.clone();
+        let head_end = (w.start + HEAD_HOLD).min(w.end);
+        self.write_zeros(w.start, head_end)?;
+        let tail_start = w.end.saturating_sub(TAIL_WIPE).max(head_end);
+        self.write_zeros(tail_start, w.end)?;
+        self.buffered.sync_all().map_err(|e| self.err(context, e))
+    }
+
+    /// Flushes everything, syncs, then writes the held-back first MiB and syncs again.
+    pub fn commit(mut self) -> Result<WriteStats, SinkError> {
+        self.flush_staging()?;
+        if let Some(d) = &self.direct {
+            d.sync_all().map_err(|e| self.err("syncing", e))?;
+        }
+        self.buffered
+            .sync_all()
+            .map_err(|e| self.err("syncing", e))?;
+        if self.started {
+            self.buffered
+                .write_all_at(&self.head, self.window.start)
+                .map_err(|e| self.err("writing the first MiB of", e))?;
+            self.buffered
+                .sync_all()
+                .map_err(|e| self.err("syncing", e))?;
+        }
+        Ok(self.stats.clone())
+    }
+
+    /// After a failure: if anything was written, zero the first and last MiB so the target
+    /// does not look bootable (its old contents are gone already). Untouched targets stay
+    /// untouched.
+    pub fn abort(mut self) {
+        if !self.started {
+            return;
+        }
+        self.staging.start = 0;
+        self.staging.end = 0;
+        if let Err(e) = self.wipe_ends("wiping after a failed write") {
+            tracing::error!(error = %e, "could not wipe the target after a failed write");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn target(size: usize, fill: u8) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), vec![fill; size]).unwrap();
+        f
+    }
+
+    fn data(offset: u64, len: usize, seed: u8) -> WriteOp {
+        let v: Vec<u8> = (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect();
+        WriteOp::Data {
+            offset,
+            data: Bytes::from(v),
+        }
+    }
+
+    fn expected(size: usize, ops: &[WriteOp]) -> Vec<u8> {
+        let mut v = vec![0xEEu8; size];
+        v[..HEAD_HOLD as usize].fill(0);
+        v[size - TAIL_WIPE as usize..].fill(0);
+        for op in ops {
+            match op {
+                WriteOp::Data { offset, data } => {
+                    v[*offset as usize..*offset as usize + data.len()].copy_from_slice(data)
+                }
+                WriteOp::Zero { offset, len } => {
+                    v[*offset as usize..(*offset + *len) as usize].fill(0)
+                }
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn ops_land_where_they_belong() {
+        let size = 24 << 20;
+        let t = target(size, 0xEE);
+        let ops = vec![
+            data(0, 700_000, 1),
+            data(700_000, 3_000_001, 2),
+            data(3_700_001, 9 << 20, 3),
+            WriteOp::Zero {
+                offset: 13_000_000,
+                len: 1_234_567,
+            },
+            data(15 << 20, 123, 4),
+            WriteOp::Zero {
+                offset: 100,
+                len: 10,
+            },
+            data((22 << 20) + 7, 1000, 5),
+        ];
+        let mut w = DiskWriter::open(t.path(), None).unwrap();
+        for op in ops.clone() {
+            w.apply(op).unwrap();
+        }
+        let stats = w.commit().unwrap();
+        assert_eq!(std::fs::read(t.path()).unwrap(), expected(size, &ops));
+        assert!(stats.data_bytes > 12 << 20);
+    }
+
+    #[test]
+    fn first_mib_is_written_last() {
+        let t = target(4 << 20, 0xEE);
+        let mut w = DiskWriter::open(t.path(), None).unwrap();
+        w.apply(data(0, 2 << 20, 9)).unwrap();
+        w.flush_staging().unwrap();
+        let mid = std::fs::read(t.path()).unwrap();
+        assert!(
+            mid[..HEAD_HOLD as usize].iter().all(|b| *b == 0),
+            "head zeroed, not written, before commit"
+        );
+        assert_ne!(mid[HEAD_HOLD as usize], 0xEE, "the rest is written already");
+        w.commit().unwrap();
+        let after = std::fs::read(t.path()).unwrap();
+        assert_eq!(
+            &after[..16],
+            &expected(4 << 20, &[data(0, 2 << 20, 9)])[..16]
+        );
+    }
+
+    #[test]
+    fn untouched_until_the_first_op_and_abort_wipes_ends() {
+        let t = target(4 << 20, 0xEE);
+        let w = DiskWriter::open(t.path(), None).unwrap();
+        w.abort();
+        assert!(
+            std::fs::read(t.path()).unwrap().iter().all(|b| *b == 0xEE),
+            "nothing written, nothing wiped"
+        );
+
+        let mut w = DiskWriter::open(t.path(), None).unwrap();
+        w.apply(data(0, 4 << 20, 3)).unwrap();
+        w.abort();
+        let v = std::fs::read(t.path()).unwrap();
+        assert!(v[..1 << 20].iter().all(|b| *b == 0));
+        assert!(v[3 << 20..].iter().all(|b| *b == 0));
+    }
+
+    #[test]
+    fn too_small_is_refused_before_writing() {
+        let t = target(2 << 20, 0xEE);
+        let mut w = DiskWriter::open(t.path(), None).unwrap();
+        let e = w.ensure_fits(3 << 20).unwrap_err().to_string();
+        assert!(e.contains("needs at least 3145728 bytes"), "{e}");
+        assert!(w.apply(data((2 << 20) - 10, 20, 1)).is_err());
+        w.abort();
+        assert!(std::fs::read(t.path()).unwrap().iter().all(|b| *b == 0xEE));
+    }
+
+    #[test]
+    fn windows_are_relative() {
+        let size = 8 << 20;
+        let t = target(size, 0xEE);
+        let mut w = DiskWriter::open(t.path(), Some((2 << 20)..(6 << 20))).unwrap();
+        assert_eq!(w.capacity(), 4 << 20);
+        w.apply(data(0, 3 << 20, 7)).unwrap();
+        w.commit().unwrap();
+        let v = std::fs::read(t.path()).unwrap();
+        assert!(v[..2 << 20].iter().all(|b| *b == 0xEE), "before the window");
+        assert!(v[6 << 20..].iter().all(|b| *b == 0xEE), "after the window");
+        let WriteOp::Data { data: d, .. } = data(0, 3 << 20, 7) else {
+            unreachable!()
+        };
+        assert_eq!(&v[2 << 20..5 << 20], &d[..]);
+        assert!(
+            v[5 << 20..6 << 20].iter().all(|b| *b == 0),
+            "window tail wiped"
+        );
+    }
+}
