@@ -32,6 +32,10 @@ declare -A PACKAGE_OF=(
   [curl]=curl
   [openssl]=openssl
   [python3]=python3
+  [nginx]=nginx
+  [qemu-img]=qemu-utils
+  [zstd]=zstd
+  [xz]=xz-utils
 )
 missing=()
 for cmd in "${!PACKAGE_OF[@]}"; do

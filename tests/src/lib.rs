@@ -18,6 +18,7 @@ pub mod ironic;
 pub mod ironic_api;
 pub mod loopdev;
 pub mod netns;
+pub mod nginx;
 pub mod probe;
 pub mod regions;
 pub mod testdir;
