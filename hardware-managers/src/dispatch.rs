@@ -92,6 +92,10 @@ impl Managers {
         })
     }
 
+    pub fn get_os_install_device(&self, node: &Node) -> Result<BlockDevice, HardwareError> {
+        self.dispatch("get_os_install_device", |m| m.get_os_install_device(node))
+    }
+
     pub fn list_network_interfaces(&self) -> Result<Vec<Interface>, HardwareError> {
         self.dispatch("list_network_interfaces", |m| m.list_network_interfaces())
     }

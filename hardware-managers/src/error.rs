@@ -48,6 +48,10 @@ pub enum HardwareError {
         source: std::io::Error,
     },
 
+    /// No disk or partition to deploy onto (IPA's `DeviceNotFound`).
+    #[error("{0}")]
+    DeviceNotFound(String),
+
     /// Step arguments that do not fit the step.
     #[error("{0}")]
     InvalidArguments(String),
@@ -80,6 +84,7 @@ impl HardwareError {
             HardwareError::ProtectedDevice { .. } => Some("ProtectedDeviceError"),
             HardwareError::BlockDeviceErase(_) => Some("BlockDeviceEraseError"),
             HardwareError::InvalidArguments(_) => Some("InvalidCommandParamsError"),
+            HardwareError::DeviceNotFound(_) => Some("DeviceNotFound"),
             HardwareError::DeviceNotAllowed { .. } | HardwareError::Io { .. } => None,
         }
     }
@@ -94,6 +99,9 @@ impl HardwareError {
             "ProtectedDeviceError" => "Protected device located, cleaning aborted.",
             "BlockDeviceEraseError" => "Error erasing block device",
             "InvalidCommandParamsError" => "Invalid command parameters",
+            "DeviceNotFound" => {
+                "Error finding the disk or partition device to deploy the image onto"
+            }
             _ => return None,
         })
     }

@@ -81,6 +81,13 @@ pub trait HardwareManager: Send + Sync {
         Err(HardwareError::NotHandled)
     }
 
+    /// The disk to deploy the image onto (IPA's `get_os_install_device`): the node's root
+    /// device hints, `properties.skip_block_devices`, or the smallest disk of at least 4 GiB.
+    fn get_os_install_device(&self, node: &Node) -> Result<BlockDevice, HardwareError> {
+        let _ = node;
+        Err(HardwareError::NotHandled)
+    }
+
     /// Network interfaces, used for lookup (their MACs) and inventory.
     fn list_network_interfaces(&self) -> Result<Vec<Interface>, HardwareError> {
         Err(HardwareError::NotHandled)

@@ -8,6 +8,7 @@ pub mod partition_table;
 mod protected;
 pub mod region;
 mod rescan;
+pub mod root_device;
 pub mod signatures;
 mod system_facts;
 
@@ -136,6 +137,12 @@ impl HardwareManager for GenericHardwareManager {
 
     fn list_network_interfaces(&self) -> Result<Vec<Interface>, HardwareError> {
         network::list_interfaces(self.guard.sys_root())
+    }
+
+    /// IPA's `get_os_install_device`: root device hints over the listed disks (see
+    /// [`root_device`]).
+    fn get_os_install_device(&self, node: &Node) -> Result<BlockDevice, HardwareError> {
+        root_device::select_root_device(node, self.list_block_devices(false)?)
     }
 
     /// Everything but the BMC (found in-band by a later manager or skipped) and the PXE
