@@ -9,7 +9,7 @@
 use std::io;
 
 use hardware_managers::generic::partition_table::{
-    crc32, Guid, GptPartition, GPT_SIGNATURE, MBR_TYPE_GPT_PROTECTIVE,
+    crc32, GptPartition, Guid, GPT_SIGNATURE, MBR_TYPE_GPT_PROTECTIVE,
 };
 use hardware_managers::generic::region::Extent;
 
@@ -77,7 +77,9 @@ pub enum GptError {
     SectorSize(u64),
     #[error("disk of {len} bytes is too small for a GPT")]
     TooSmall { len: u64 },
-    #[error("partition LBAs {first}-{last} are outside the usable area {first_usable}-{last_usable}")]
+    #[error(
+        "partition LBAs {first}-{last} are outside the usable area {first_usable}-{last_usable}"
+    )]
     OutsideUsable {
         first: u64,
         last: u64,
@@ -501,9 +503,9 @@ pub fn fix_gpt(target: &DiskTarget) -> Result<GptFix, GptError> {
             .read_vec(old_backup * ss, 8)
             .map_err(io_err(format!("reading {device}")))?;
         if stale == GPT_SIGNATURE {
-            target
-                .zero(old_backup * ss, ss)
-                .map_err(io_err(format!("erasing the old backup GPT header of {device}")))?;
+            target.zero(old_backup * ss, ss).map_err(io_err(format!(
+                "erasing the old backup GPT header of {device}"
+            )))?;
         }
     }
     if let Some(mbr) = &tables.mbr {
@@ -517,9 +519,7 @@ pub fn fix_gpt(target: &DiskTarget) -> Result<GptFix, GptError> {
                 .map_err(io_err(format!("updating the protective MBR of {device}")))?;
         }
     }
-    target
-        .sync()
-        .map_err(io_err(format!("syncing {device}")))?;
+    target.sync().map_err(io_err(format!("syncing {device}")))?;
     tracing::info!(
         device,
         old_backup_lba = old_backup,
@@ -550,7 +550,13 @@ mod tests {
             let free = gpt.free_blocks();
             let (first, last) = free[free.len() - 1];
             let n2 = gpt
-                .add_partition(align_up(first, a), last, LINUX_FS_TYPE, "root", random_guid())
+                .add_partition(
+                    align_up(first, a),
+                    last,
+                    LINUX_FS_TYPE,
+                    "root",
+                    random_guid(),
+                )
                 .unwrap();
             assert_eq!((n1, n2), (1, 2));
             gpt.write_protective_mbr(&target).unwrap();
@@ -599,7 +605,10 @@ mod tests {
             if ss == 512 {
                 let (_, text) = run("sgdisk", &["-v", tmp.path().to_str().unwrap()])
                     .unwrap_or((true, "it doesn't reside\nat the end of the disk".into()));
-                assert!(text.contains("it doesn't reside\nat the end of the disk"), "{text}");
+                assert!(
+                    text.contains("it doesn't reside\nat the end of the disk"),
+                    "{text}"
+                );
             }
             let primary_entries_before = target.read_vec(2 * ss, 16384).unwrap();
             let fix = fix_gpt(&target).unwrap();
@@ -612,7 +621,10 @@ mod tests {
                     last_usable_lba: last - 16384 / ss - 1,
                 }
             );
-            assert_eq!(target.read_vec(2 * ss, 16384).unwrap(), primary_entries_before);
+            assert_eq!(
+                target.read_vec(2 * ss, 16384).unwrap(),
+                primary_entries_before
+            );
             let t = target.tables().unwrap();
             let gpt = t.gpt.unwrap();
             assert!(gpt.entries_crc_valid);
@@ -620,7 +632,9 @@ mod tests {
             let backup = gpt.backup.unwrap();
             assert!(backup.header_crc_valid);
             assert_eq!(backup.my_lba, last);
-            let old = target.read_vec((image.len() as u64 / ss - 1) * ss, 8).unwrap();
+            let old = target
+                .read_vec((image.len() as u64 / ss - 1) * ss, 8)
+                .unwrap();
             assert_eq!(old, [0; 8], "the old backup header is gone");
             assert_eq!(
                 t.mbr.unwrap().partitions[0].extent.len,
@@ -645,9 +659,6 @@ mod tests {
 
         let (_tmp, target, _) = small_image_on_big_disk(512);
         target.write_all_at(&[0xff], 512 + 40).unwrap(); // primary header CRC now wrong
-        assert!(matches!(
-            fix_gpt(&target),
-            Err(GptError::PrimaryDamaged(_))
-        ));
+        assert!(matches!(fix_gpt(&target), Err(GptError::PrimaryDamaged(_))));
     }
 }

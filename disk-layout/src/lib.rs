@@ -21,10 +21,17 @@
 //! only when the guard says the agent runs in a ramdisk; elsewhere the writes are logged and
 //! reported as a dry run.
 
+pub mod efivarfs;
+pub mod esp;
+pub mod fs_id;
 pub mod gpt_write;
+pub mod load_option;
 pub mod mbr_write;
+pub mod partition_uuids;
 mod slice;
+pub mod swap;
 mod target;
+pub mod uefi_boot;
 
 pub use slice::PartitionIo;
 pub use target::{DiskTarget, TargetError};

@@ -32,7 +32,11 @@ pub enum MbrError {
     #[error("partition sectors {start}+{sectors} do not fit an MBR (32-bit sector numbers)")]
     TooLarge { start: u64, sectors: u64 },
     #[error("partition sectors {start}+{sectors} overlap partition {number}")]
-    Overlap { start: u64, sectors: u64, number: u32 },
+    Overlap {
+        start: u64,
+        sectors: u64,
+        number: u32,
+    },
 }
 
 /// One primary entry.
@@ -128,7 +132,10 @@ impl Mbr {
     ) -> Result<u32, MbrError> {
         let end = start_lba.checked_add(sectors);
         if start_lba == 0 || sectors == 0 || end.is_none_or(|e| e > u64::from(u32::MAX) + 1) {
-            return Err(MbrError::TooLarge { start: start_lba, sectors });
+            return Err(MbrError::TooLarge {
+                start: start_lba,
+                sectors,
+            });
         }
         if let Some(p) = self
             .partitions()
@@ -201,7 +208,11 @@ mod tests {
         let (tmp, target) = temp_disk(64 << 20, 512);
         let mut mbr = Mbr::new(0x1234_abcd);
         assert_eq!(mbr.add_primary(2048, 20480, TYPE_LINUX, true).unwrap(), 1);
-        assert_eq!(mbr.add_primary(22528, 4096, TYPE_LINUX_SWAP, false).unwrap(), 2);
+        assert_eq!(
+            mbr.add_primary(22528, 4096, TYPE_LINUX_SWAP, false)
+                .unwrap(),
+            2
+        );
         assert!(matches!(
             mbr.add_primary(4096, 10, TYPE_LINUX, false),
             Err(MbrError::Overlap { number: 1, .. })
@@ -218,7 +229,10 @@ mod tests {
                 text.contains("start=        2048, size=       20480, type=83, bootable"),
                 "{text}"
             );
-            assert!(text.contains("start=       22528, size=        4096, type=82"), "{text}");
+            assert!(
+                text.contains("start=       22528, size=        4096, type=82"),
+                "{text}"
+            );
         }
         mbr.add_primary(30000, 10, TYPE_LINUX, false).unwrap();
         mbr.add_primary(40000, 10, TYPE_LINUX, false).unwrap();

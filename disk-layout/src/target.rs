@@ -143,7 +143,10 @@ impl DiskTarget {
     /// Writes `buf` at `offset`, refusing to write past the end of the disk (a regular file
     /// would silently grow).
     pub fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        if offset.checked_add(buf.len() as u64).is_none_or(|end| end > self.len) {
+        if offset
+            .checked_add(buf.len() as u64)
+            .is_none_or(|end| end > self.len)
+        {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(

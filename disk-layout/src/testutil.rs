@@ -50,6 +50,9 @@ pub fn run(name: &str, args: &[&str]) -> Option<(bool, String)> {
 /// `sgdisk -v` must find no problem.
 pub fn assert_sgdisk_clean(path: &std::path::Path) {
     if let Some((ok, text)) = run("sgdisk", &["-v", path.to_str().unwrap()]) {
-        assert!(ok && text.contains("No problems found"), "sgdisk -v:\n{text}");
+        assert!(
+            ok && text.contains("No problems found"),
+            "sgdisk -v:\n{text}"
+        );
     }
 }
