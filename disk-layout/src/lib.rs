@@ -21,6 +21,7 @@
 //! only when the guard says the agent runs in a ramdisk; elsewhere the writes are logged and
 //! reported as a dry run.
 
+pub mod configdrive;
 pub mod efivarfs;
 pub mod esp;
 pub mod fs_id;
