@@ -7,7 +7,11 @@
 //! [`qcow2`]); the [`sink`] writes them to the target in large aligned blocks, holding the
 //! first MiB back until everything else is on disk and verified.
 
+pub mod checksum;
 pub mod sink;
+pub mod source;
+#[cfg(any(test, feature = "test-server"))]
+pub mod test_server;
 pub mod write_op;
 
 pub use write_op::{RangeRead, SinkClosed, WriteOp};

@@ -1,0 +1,530 @@
+//! A small HTTP/1.1 server for tests, with the faults an image download meets in the field:
+//! dropped connections, truncated bodies, trickling and stalling servers, error statuses,
+//! servers that ignore Range, files that change under the client. It also answers
+//! absolute-form requests, so it can stand in for a proxy.
+//!
+//! Binds 127.0.0.1 on an ephemeral port; one thread per connection; every response closes its
+//! connection; stops when dropped. Every request is recorded for assertions.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+/// A fault applied to the first `first` requests of a path (`usize::MAX`: all of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FirstN<T> {
+    pub value: T,
+    pub first: usize,
+}
+
+/// Misbehaviour of one served path. Request numbers count from 0, per path.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Close the connection after this many body bytes of a response (Content-Length promised
+    /// more).
+    pub drop_after: Option<FirstN<u64>>,
+    /// Send all of a response's body but its last bytes, then close (Content-Length promised
+    /// them).
+    pub truncate_by: Option<FirstN<u64>>,
+    /// After `value.0` body bytes, send nothing for `value.1`, then go on.
+    pub stall: Option<FirstN<(u64, Duration)>>,
+    /// Send at most this many body bytes per second, on every request.
+    pub trickle: Option<u64>,
+    /// Answer with this status (and a body that echoes the request target).
+    pub status: Option<FirstN<u16>>,
+    /// Answer with this status from request `value.1` on (a server that goes away).
+    pub status_from: Option<(u16, usize)>,
+    /// Answer every Range request with the whole file (200).
+    pub ignore_range: bool,
+    /// From this request on, the file has another ETag and Last-Modified.
+    pub change_etag_after: Option<usize>,
+    /// Send neither ETag nor Last-Modified.
+    pub no_validators: bool,
+}
+
+impl Faults {
+    pub fn none() -> Faults {
+        Faults::default()
+    }
+    pub fn drop_after(mut self, bytes: u64, first: usize) -> Faults {
+        self.drop_after = Some(FirstN {
+            value: bytes,
+            first,
+        });
+        self
+    }
+    pub fn truncate_by(mut self, bytes: u64, first: usize) -> Faults {
+        self.truncate_by = Some(FirstN {
+            value: bytes,
+            first,
+        });
+        self
+    }
+    pub fn stall(mut self, after: u64, duration: Duration, first: usize) -> Faults {
+        self.stall = Some(FirstN {
+            value: (after, duration),
+            first,
+        });
+        self
+    }
+    pub fn trickle(mut self, bytes_per_second: u64) -> Faults {
+        self.trickle = Some(bytes_per_second);
+        self
+    }
+    /// `first = usize::MAX` for always.
+    pub fn status(mut self, code: u16, first: usize) -> Faults {
+        self.status = Some(FirstN { value: code, first });
+        self
+    }
+    pub fn status_from(mut self, code: u16, request: usize) -> Faults {
+        self.status_from = Some((code, request));
+        self
+    }
+    pub fn ignore_range(mut self) -> Faults {
+        self.ignore_range = true;
+        self
+    }
+    pub fn change_etag_after(mut self, request: usize) -> Faults {
+        self.change_etag_after = Some(request);
+        self
+    }
+    pub fn no_validators(mut self) -> Faults {
+        self.no_validators = true;
+        self
+    }
+}
+
+fn active<T: Copy>(f: &Option<FirstN<T>>, request: usize) -> Option<T> {
+    f.filter(|f| request < f.first).map(|f| f.value)
+}
+
+/// What is served at a path.
+#[derive(Debug, Clone)]
+pub enum Body {
+    Bytes(Bytes),
+    /// Read from disk on each request (large images).
+    File(PathBuf),
+}
+
+struct Served {
+    body: Body,
+    len: u64,
+    faults: Faults,
+    hits: AtomicUsize,
+}
+
+/// One request as the server saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedRequest {
+    pub method: String,
+    /// The request target as sent (absolute form through a proxy).
+    pub target: String,
+    pub path: String,
+    pub query: Option<String>,
+    /// Lower-case names.
+    pub headers: Vec<(String, String)>,
+    /// `GET http://host/path` (as sent to a proxy).
+    pub absolute_form: bool,
+}
+
+impl RecordedRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn range(&self) -> Option<&str> {
+        self.header("range")
+    }
+}
+
+struct Inner {
+    files: Mutex<HashMap<String, Arc<Served>>>,
+    log: Mutex<Vec<RecordedRequest>>,
+    stop: AtomicBool,
+    body_bytes: AtomicU64,
+}
+
+/// The server. See the module doc.
+pub struct TestServer {
+    addr: SocketAddr,
+    inner: Arc<Inner>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Starts a server on 127.0.0.1 and an ephemeral port.
+    pub fn start() -> std::io::Result<TestServer> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let inner = Arc::new(Inner {
+            files: Mutex::new(HashMap::new()),
+            log: Mutex::new(Vec::new()),
+            stop: AtomicBool::new(false),
+            body_bytes: AtomicU64::new(0),
+        });
+        let accept_inner = inner.clone();
+        let accept = std::thread::Builder::new()
+            .name("test-server".into())
+            .spawn(move || {
+                for conn in listener.incoming() {
+                    if accept_inner.stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(conn) = conn else { continue };
+                    let inner = accept_inner.clone();
+                    let _ = std::thread::Builder::new()
+                        .name("test-server-conn".into())
+                        .spawn(move || {
+                            let _ = handle(&inner, conn);
+                        });
+                }
+            })?;
+        Ok(TestServer {
+            addr,
+            inner,
+            accept: Some(accept),
+        })
+    }
+
+    /// Serves `body` at `path` (which starts with `/`; any query string is accepted).
+    pub fn serve(&self, path: &str, body: impl Into<Bytes>, faults: Faults) {
+        let body: Bytes = body.into();
+        let len = body.len() as u64;
+        self.insert(path, Body::Bytes(body), len, faults);
+    }
+
+    /// Serves a file from disk at `path`.
+    pub fn serve_file(
+        &self,
+        path: &str,
+        file: impl Into<PathBuf>,
+        faults: Faults,
+    ) -> std::io::Result<()> {
+        let file = file.into();
+        let len = std::fs::metadata(&file)?.len();
+        self.insert(path, Body::File(file), len, faults);
+        Ok(())
+    }
+
+    fn insert(&self, path: &str, body: Body, len: u64, faults: Faults) {
+        let served = Arc::new(Served {
+            body,
+            len,
+            faults,
+            hits: AtomicUsize::new(0),
+        });
+        lock(&self.inner.files).insert(path.to_string(), served);
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:<port>` followed by `path_and_query`.
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("http://{}{}", self.addr, path_and_query)
+    }
+
+    /// All requests so far, in arrival order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.inner.log).clone()
+    }
+
+    /// Requests for one path.
+    pub fn requests_for(&self, path: &str) -> Vec<RecordedRequest> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path == path)
+            .collect()
+    }
+
+    /// Body bytes written to sockets so far (all paths).
+    pub fn body_bytes_sent(&self) -> u64 {
+        self.inner.body_bytes.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.inner.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read_request(conn: &TcpStream) -> std::io::Result<Option<RecordedRequest>> {
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
+    let mut parts = line.split_whitespace();
+    let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
+        return Ok(None);
+    };
+    let (method, target) = (method.to_string(), target.to_string());
+    let mut headers = Vec::new();
+    let mut total = line.len();
+    loop {
+        let mut h = String::new();
+        let n = reader.read_line(&mut h)?;
+        total += n;
+        if n == 0 || h == "\r\n" || h == "\n" || total > 64 * 1024 {
+            break;
+        }
+        if let Some((name, value)) = h.split_once(':') {
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+        }
+    }
+    let absolute_form = target.starts_with("http://") || target.starts_with("https://");
+    let origin_form = if absolute_form {
+        let rest = target.split_once("://").map_or("", |(_, r)| r);
+        rest.find('/')
+            .map_or("/".to_string(), |i| rest[i..].to_string())
+    } else {
+        target.clone()
+    };
+    let (path, query) = match origin_form.split_once('?') {
+        Some((p, q)) => (p.to_string(), Some(q.to_string())),
+        None => (origin_form, None),
+    };
+    Ok(Some(RecordedRequest {
+        method,
+        target,
+        path,
+        query,
+        headers,
+        absolute_form,
+    }))
+}
+
+fn simple(
+    conn: &mut TcpStream,
+    code: u16,
+    reason: &str,
+    body: &str,
+    extra: &str,
+) -> std::io::Result<()> {
+    write!(
+        conn,
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    conn.flush()
+}
+
+fn reason(code: u16) -> &'static str {
+    match code {
+        200 => "OK",
+        206 => "Partial Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        416 => "Range Not Satisfiable",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "Status",
+    }
+}
+
+/// `bytes=a-b` / `bytes=a-` / `bytes=-n` against a file of `len` bytes: `Ok(Some((first,
+/// last)))`, `Ok(None)` (ignore: malformed), `Err(())` (not satisfiable).
+#[allow(clippy::result_unit_err)]
+pub fn parse_range(spec: &str, len: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(r) = spec.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    if r.contains(',') {
+        return Ok(None);
+    }
+    let Some((a, b)) = r.split_once('-') else {
+        return Ok(None);
+    };
+    let (a, b) = (a.trim(), b.trim());
+    if a.is_empty() {
+        let Ok(n) = b.parse::<u64>() else {
+            return Ok(None);
+        };
+        if n == 0 || len == 0 {
+            return Err(());
+        }
+        return Ok(Some((len.saturating_sub(n), len - 1)));
+    }
+    let Ok(first) = a.parse::<u64>() else {
+        return Ok(None);
+    };
+    let last = if b.is_empty() {
+        len.saturating_sub(1)
+    } else {
+        match b.parse::<u64>() {
+            Ok(l) if l >= first => l.min(len.saturating_sub(1)),
+            _ => return Ok(None),
+        }
+    };
+    if first >= len {
+        return Err(());
+    }
+    Ok(Some((first, last)))
+}
+
+fn handle(inner: &Inner, mut conn: TcpStream) -> std::io::Result<()> {
+    let Some(req) = read_request(&conn)? else {
+        return Ok(());
+    };
+    if inner.stop.load(Ordering::SeqCst) {
+        return Ok(());
+    }
+    lock(&inner.log).push(req.clone());
+    let served = lock(&inner.files).get(&req.path).cloned();
+    let Some(served) = served else {
+        return simple(&mut conn, 404, "Not Found", "not found\n", "");
+    };
+    let n = served.hits.fetch_add(1, Ordering::SeqCst);
+    let f = &served.faults;
+    let late = f.status_from.filter(|(_, k)| n >= *k).map(|(c, _)| c);
+    if let Some(code) = active(&f.status, n).or(late) {
+        // Echo the target: a careless client would copy it into its error message.
+        let body = format!("{code} {} for {}\n", reason(code), req.target);
+        return simple(&mut conn, code, reason(code), &body, "");
+    }
+    if req.method != "GET" && req.method != "HEAD" {
+        return simple(&mut conn, 405, "Method Not Allowed", "", "");
+    }
+    let generation = match f.change_etag_after {
+        Some(k) if n >= k => 1,
+        _ => 0,
+    };
+    let etag = format!("\"{:x}-{generation}\"", served.len);
+    let last_modified = format!("Mon, 0{} Jan 2024 00:00:00 GMT", generation + 1);
+    let validators = if f.no_validators {
+        String::new()
+    } else {
+        format!("ETag: {etag}\r\nLast-Modified: {last_modified}\r\n")
+    };
+    let len = served.len;
+    let mut range = None;
+    if let Some(spec) = req.range().filter(|_| !f.ignore_range) {
+        let if_range_ok = req
+            .header("if-range")
+            .is_none_or(|v| !f.no_validators && (v == etag || v == last_modified));
+        if if_range_ok {
+            match parse_range(spec, len) {
+                Ok(r) => range = r,
+                Err(()) => {
+                    return simple(
+                        &mut conn,
+                        416,
+                        "Range Not Satisfiable",
+                        "",
+                        &format!("Content-Range: bytes */{len}\r\n"),
+                    )
+                }
+            }
+        }
+    }
+    let (first, last) = range.unwrap_or((0, len.saturating_sub(1)));
+    let count = if len == 0 { 0 } else { last - first + 1 };
+    let head = match range {
+        Some(_) => {
+            format!("HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {first}-{last}/{len}\r\n")
+        }
+        None => "HTTP/1.1 200 OK\r\n".to_string(),
+    };
+    write!(
+        conn,
+        "{head}Content-Type: application/octet-stream\r\nContent-Length: {count}\r\nAccept-Ranges: {}\r\n{validators}Connection: close\r\n\r\n",
+        if f.ignore_range { "none" } else { "bytes" }
+    )?;
+    if req.method == "HEAD" || count == 0 {
+        return conn.flush();
+    }
+    let mut limit = count;
+    if let Some(d) = active(&f.drop_after, n) {
+        limit = limit.min(d);
+    }
+    if let Some(t) = active(&f.truncate_by, n) {
+        limit = limit.min(count.saturating_sub(t));
+    }
+    let stall = active(&f.stall, n);
+    let mut file = match &served.body {
+        Body::File(p) => Some(std::fs::File::open(p)?),
+        Body::Bytes(_) => None,
+    };
+    let piece_max: u64 = match f.trickle {
+        Some(bps) => (bps / 20).max(1),
+        None => 256 * 1024,
+    };
+    let mut buf = vec![0u8; piece_max as usize];
+    let mut sent = 0u64;
+    let started = Instant::now();
+    let mut stalled = false;
+    while sent < limit {
+        if inner.stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        if let Some((after, duration)) = stall {
+            if !stalled && sent >= after {
+                stalled = true;
+                let until = Instant::now() + duration;
+                while Instant::now() < until && !inner.stop.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+        let mut want = piece_max.min(limit - sent);
+        if let Some((after, _)) = stall {
+            if !stalled && after > sent {
+                want = want.min(after - sent);
+            }
+        }
+        let want = want as usize;
+        let at = first + sent;
+        let piece: &[u8] = match (&served.body, &mut file) {
+            (Body::Bytes(b), _) => &b[at as usize..at as usize + want],
+            (Body::File(_), Some(fh)) => {
+                use std::os::unix::fs::FileExt;
+                fh.read_exact_at(&mut buf[..want], at)?;
+                &buf[..want]
+            }
+            (Body::File(_), None) => return Ok(()),
+        };
+        conn.write_all(piece)?;
+        sent += want as u64;
+        inner.body_bytes.fetch_add(want as u64, Ordering::SeqCst);
+        if let Some(bps) = f.trickle {
+            let due = Duration::from_secs_f64(sent as f64 / bps as f64);
+            let elapsed = started.elapsed();
+            if due > elapsed {
+                std::thread::sleep(due - elapsed);
+            }
+        }
+    }
+    conn.flush()?;
+    // Drain anything the client still sends so that closing does not reset the connection
+    // before the client has read the response.
+    let _ = conn.shutdown(std::net::Shutdown::Write);
+    let _ = conn.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut sink = [0u8; 1024];
+    let _ = conn.read(&mut sink);
+    Ok(())
+}
