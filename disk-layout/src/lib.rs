@@ -28,6 +28,7 @@ pub mod fs_id;
 pub mod gpt_write;
 pub mod load_option;
 pub mod mbr_write;
+pub mod partition_image;
 pub mod partition_uuids;
 mod slice;
 pub mod swap;
