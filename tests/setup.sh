@@ -33,6 +33,7 @@ declare -A PACKAGE_OF=(
   [openssl]=openssl
   [python3]=python3
   [nginx]=nginx
+  [sfdisk]=fdisk
   [qemu-img]=qemu-utils
   [zstd]=zstd
   [xz]=xz-utils

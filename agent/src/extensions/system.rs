@@ -68,11 +68,11 @@ fn set_link_down(name: &str) -> std::io::Result<()> {
         for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
             *dst = *src as libc::c_char;
         }
-        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut req) < 0 {
             return Err(std::io::Error::last_os_error());
         }
         req.ifr_ifru.ifru_flags &= !(libc::IFF_UP as libc::c_short);
-        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as _, &req) < 0 {
             return Err(std::io::Error::last_os_error());
         }
     }
