@@ -7,7 +7,7 @@ mod overwrite_erase;
 pub mod partition_table;
 mod protected;
 pub mod region;
-mod rescan;
+pub mod rescan;
 pub mod root_device;
 pub mod signatures;
 mod system_facts;
