@@ -52,6 +52,16 @@ pub enum HardwareError {
     #[error("{0}")]
     DeviceNotFound(String),
 
+    /// A failure that already has its IPA error class, e.g. `ImageDownloadError` from a
+    /// manager that writes images; reported to the conductor as is.
+    #[error("{details}")]
+    Ipa {
+        kind: String,
+        code: u16,
+        message: String,
+        details: String,
+    },
+
     /// Step arguments that do not fit the step.
     #[error("{0}")]
     InvalidArguments(String),
@@ -75,8 +85,9 @@ impl HardwareError {
 
     /// The IPA error class name (`type` of `command_error`), or `None` for errors IPA would
     /// wrap into the generic step error of the step's kind.
-    pub fn ipa_type(&self) -> Option<&'static str> {
+    pub fn ipa_type(&self) -> Option<&str> {
         match self {
+            HardwareError::Ipa { kind, .. } => Some(kind),
             HardwareError::NotHandled | HardwareError::Incompatible(_) => {
                 Some("IncompatibleHardwareMethodError")
             }
@@ -90,7 +101,10 @@ impl HardwareError {
     }
 
     /// IPA's `message` for the class returned by [`HardwareError::ipa_type`].
-    pub fn ipa_message(&self) -> Option<&'static str> {
+    pub fn ipa_message(&self) -> Option<&str> {
+        if let HardwareError::Ipa { message, .. } = self {
+            return Some(message);
+        }
         Some(match self.ipa_type()? {
             "IncompatibleHardwareMethodError" => {
                 "HardwareManager method is not compatible with hardware"
@@ -104,5 +118,14 @@ impl HardwareError {
             }
             _ => return None,
         })
+    }
+
+    /// The `code` of the IPA error: 500 but for classes IPA gives another one.
+    pub fn ipa_code(&self) -> u16 {
+        match self {
+            HardwareError::Ipa { code, .. } => *code,
+            HardwareError::InvalidArguments(_) => 400,
+            _ => 500,
+        }
     }
 }

@@ -143,7 +143,7 @@ fn check_versions(current: &ManagerVersions, given: Option<Value>) -> Result<(),
 fn step_error(kind: StepKind, step: &str, e: HardwareError) -> CommandError {
     let details = e.to_string();
     match (e.ipa_type(), e.ipa_message()) {
-        (Some(t), Some(m)) => CommandError::new(t, 500, m, details),
+        (Some(t), Some(m)) => CommandError::new(t, e.ipa_code(), m, details),
         _ => CommandError::new(
             kind.error_type(),
             500,
