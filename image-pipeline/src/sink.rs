@@ -60,6 +60,26 @@ pub enum SinkError {
     },
 }
 
+/// Whether an image fits the target, checked before the first byte is written.
+#[derive(Debug, Clone)]
+pub struct CapacityCheck {
+    path: PathBuf,
+    capacity: u64,
+}
+
+impl CapacityCheck {
+    pub fn ensure_fits(&self, needed: u64) -> Result<(), SinkError> {
+        if needed > self.capacity {
+            return Err(SinkError::TooSmall {
+                path: self.path.clone(),
+                needed,
+                capacity: self.capacity,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Byte counts of a finished write.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct WriteStats {
@@ -188,14 +208,15 @@ impl DiskWriter {
     /// Fails unless an image of `needed` bytes fits. Call before the first op when the size
     /// is known, so that a too-small disk is refused before one byte is written.
     pub fn ensure_fits(&self, needed: u64) -> Result<(), SinkError> {
-        if needed > self.capacity() {
-            return Err(SinkError::TooSmall {
-                path: self.path.clone(),
-                needed,
-                capacity: self.capacity(),
-            });
+        self.capacity_check().ensure_fits(needed)
+    }
+
+    /// The capacity test, detached from the writer (which lives on its own thread).
+    pub fn capacity_check(&self) -> CapacityCheck {
+        CapacityCheck {
+            path: self.path.clone(),
+            capacity: self.capacity(),
         }
-        Ok(())
     }
 
     pub fn stats(&self) -> &WriteStats {

@@ -7,7 +7,7 @@
 //! connection; stops when dropped. Every request is recorded for assertions.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -148,6 +148,7 @@ impl RecordedRequest {
 }
 
 struct Inner {
+    tls: Option<Arc<rustls::ServerConfig>>,
     files: Mutex<HashMap<String, Arc<Served>>>,
     log: Mutex<Vec<RecordedRequest>>,
     stop: AtomicBool,
@@ -159,14 +160,45 @@ pub struct TestServer {
     addr: SocketAddr,
     inner: Arc<Inner>,
     accept: Option<JoinHandle<()>>,
+    ca_pem: Option<String>,
+}
+
+/// How an HTTPS test server speaks TLS.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TlsMode {
+    /// TLS 1.2 and 1.3.
+    #[default]
+    Any,
+    /// TLS 1.2 only (to test a client's minimum version).
+    Tls12Only,
 }
 
 impl TestServer {
     /// Starts a server on 127.0.0.1 and an ephemeral port.
     pub fn start() -> std::io::Result<TestServer> {
+        Self::start_with(None, None)
+    }
+
+    /// Starts an HTTPS server whose certificate (for IP 127.0.0.1) is issued by a fresh test
+    /// CA; [`TestServer::ca_pem`] returns that CA.
+    pub fn start_tls(mode: TlsMode) -> std::io::Result<TestServer> {
+        let (config, ca_pem) = tls_config(mode).map_err(std::io::Error::other)?;
+        Self::start_with(Some(Arc::new(config)), Some(ca_pem))
+    }
+
+    /// The CA that issued an HTTPS server's certificate (PEM).
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
+    }
+
+    fn start_with(
+        tls: Option<Arc<rustls::ServerConfig>>,
+        ca_pem: Option<String>,
+    ) -> std::io::Result<TestServer> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let inner = Arc::new(Inner {
+            tls,
             files: Mutex::new(HashMap::new()),
             log: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
@@ -185,7 +217,7 @@ impl TestServer {
                     let _ = std::thread::Builder::new()
                         .name("test-server-conn".into())
                         .spawn(move || {
-                            let _ = handle(&inner, conn);
+                            let _ = serve_connection(&inner, conn);
                         });
                 }
             })?;
@@ -193,6 +225,7 @@ impl TestServer {
             addr,
             inner,
             accept: Some(accept),
+            ca_pem,
         })
     }
 
@@ -230,9 +263,14 @@ impl TestServer {
         self.addr
     }
 
-    /// `http://127.0.0.1:<port>` followed by `path_and_query`.
+    /// `http(s)://127.0.0.1:<port>` followed by `path_and_query`.
     pub fn url(&self, path_and_query: &str) -> String {
-        format!("http://{}{}", self.addr, path_and_query)
+        let scheme = if self.inner.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}{}", self.addr, path_and_query)
     }
 
     /// All requests so far, in arrival order.
@@ -269,27 +307,70 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn read_request(conn: &TcpStream) -> std::io::Result<Option<RecordedRequest>> {
-    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(conn.try_clone()?);
-    let mut line = String::new();
-    if reader.read_line(&mut line)? == 0 {
-        return Ok(None);
+/// A connection, plain or TLS.
+trait Conn: Read + Write {
+    fn tcp(&self) -> &TcpStream;
+    /// Ends the response: `clean` sends TLS close_notify first; otherwise the connection is
+    /// just cut (a dropped or truncated response).
+    fn finish(&mut self, clean: bool);
+}
+
+impl Conn for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
     }
+    fn finish(&mut self, _clean: bool) {
+        let _ = self.flush();
+        let _ = self.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+impl Conn for rustls::StreamOwned<rustls::ServerConnection, TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        &self.sock
+    }
+    fn finish(&mut self, clean: bool) {
+        if clean {
+            self.conn.send_close_notify();
+        }
+        let _ = self.flush();
+        let _ = self.sock.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+fn serve_connection(inner: &Inner, tcp: TcpStream) -> std::io::Result<()> {
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    match &inner.tls {
+        None => handle(inner, tcp),
+        Some(config) => {
+            let conn =
+                rustls::ServerConnection::new(config.clone()).map_err(std::io::Error::other)?;
+            handle(inner, rustls::StreamOwned::new(conn, tcp))
+        }
+    }
+}
+
+fn read_request(conn: &mut impl Conn) -> std::io::Result<Option<RecordedRequest>> {
+    // Byte by byte up to the blank line: GET and HEAD have no body, and a TLS stream cannot
+    // be cloned for a BufReader.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && !head.ends_with(b"\n\n") {
+        if conn.read(&mut byte)? == 0 || head.len() > 64 * 1024 {
+            return Ok(None);
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let mut lines = head.lines();
+    let line = lines.next().unwrap_or("");
     let mut parts = line.split_whitespace();
     let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
         return Ok(None);
     };
     let (method, target) = (method.to_string(), target.to_string());
     let mut headers = Vec::new();
-    let mut total = line.len();
-    loop {
-        let mut h = String::new();
-        let n = reader.read_line(&mut h)?;
-        total += n;
-        if n == 0 || h == "\r\n" || h == "\n" || total > 64 * 1024 {
-            break;
-        }
+    for h in lines {
         if let Some((name, value)) = h.split_once(':') {
             headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
         }
@@ -317,7 +398,7 @@ fn read_request(conn: &TcpStream) -> std::io::Result<Option<RecordedRequest>> {
 }
 
 fn simple(
-    conn: &mut TcpStream,
+    conn: &mut impl Conn,
     code: u16,
     reason: &str,
     body: &str,
@@ -328,7 +409,8 @@ fn simple(
         "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
         body.len()
     )?;
-    conn.flush()
+    conn.finish(true);
+    Ok(())
 }
 
 fn reason(code: u16) -> &'static str {
@@ -387,8 +469,8 @@ pub fn parse_range(spec: &str, len: u64) -> Result<Option<(u64, u64)>, ()> {
     Ok(Some((first, last)))
 }
 
-fn handle(inner: &Inner, mut conn: TcpStream) -> std::io::Result<()> {
-    let Some(req) = read_request(&conn)? else {
+fn handle(inner: &Inner, mut conn: impl Conn) -> std::io::Result<()> {
+    let Some(req) = read_request(&mut conn)? else {
         return Ok(());
     };
     if inner.stop.load(Ordering::SeqCst) {
@@ -456,7 +538,8 @@ fn handle(inner: &Inner, mut conn: TcpStream) -> std::io::Result<()> {
         if f.ignore_range { "none" } else { "bytes" }
     )?;
     if req.method == "HEAD" || count == 0 {
-        return conn.flush();
+        conn.finish(true);
+        return Ok(());
     }
     let mut limit = count;
     if let Some(d) = active(&f.drop_after, n) {
@@ -519,12 +602,44 @@ fn handle(inner: &Inner, mut conn: TcpStream) -> std::io::Result<()> {
             }
         }
     }
-    conn.flush()?;
+    conn.finish(sent == count);
     // Drain anything the client still sends so that closing does not reset the connection
     // before the client has read the response.
-    let _ = conn.shutdown(std::net::Shutdown::Write);
-    let _ = conn.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut tcp = conn.tcp();
+    let _ = tcp.set_read_timeout(Some(Duration::from_millis(200)));
     let mut sink = [0u8; 1024];
-    let _ = conn.read(&mut sink);
+    let _ = tcp.read(&mut sink);
     Ok(())
+}
+
+/// A test CA and a server certificate for 127.0.0.1 issued by it.
+fn tls_config(mode: TlsMode) -> Result<(rustls::ServerConfig, String), String> {
+    let e = |e: rcgen::Error| e.to_string();
+    let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(e)?;
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(e)?;
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "image-pipeline test CA");
+    let ca_cert = ca.self_signed(&ca_key).map_err(e)?;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(e)?;
+    let mut leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()]).map_err(e)?;
+    leaf.subject_alt_names
+        .push(rcgen::SanType::IpAddress(std::net::IpAddr::from([
+            127, 0, 0, 1,
+        ])));
+    let leaf_cert = leaf.signed_by(&key, &ca_cert, &ca_key).map_err(e)?;
+    let versions: &[&'static rustls::SupportedProtocolVersion] = match mode {
+        TlsMode::Any => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        TlsMode::Tls12Only => &[&rustls::version::TLS12],
+    };
+    let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(versions)
+    .map_err(|e| e.to_string())?
+    .with_no_client_auth()
+    .with_single_cert(vec![leaf_cert.der().clone()], key_der)
+    .map_err(|e| e.to_string())?;
+    Ok((config, ca_cert.pem()))
 }

@@ -723,3 +723,100 @@ fn settings_debug_hides_secrets() {
         assert!(!d.contains(secret), "{secret} in {d}");
     }
 }
+
+/// Localhost throughput of the source alone (consumer discards). Run with
+/// `cargo test --release -p image-pipeline --all-features download_throughput -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn download_throughput() {
+    let rt = runtime();
+    let srv = TestServer::start().expect("server");
+    let size = 1usize << 30;
+    srv.serve("/big", vec![7u8; size], Faults::none());
+    for _ in 0..3 {
+        let t = std::time::Instant::now();
+        let mut dl = start_download(settings(vec![srv.url("/big")]), rt.handle()).expect("start");
+        let mut n = 0usize;
+        while let Some(c) = dl.next_chunk() {
+            n += c.expect("chunk").len();
+        }
+        assert_eq!(n, size);
+        let secs = t.elapsed().as_secs_f64();
+        println!("source: {:.0} MB/s", size as f64 / secs / 1e6);
+    }
+}
+
+fn ca_file(srv: &TestServer) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().expect("tmp");
+    std::io::Write::write_all(&mut f, srv.ca_pem().expect("ca").as_bytes()).expect("write");
+    f
+}
+
+#[test]
+fn https_with_a_ca_file() {
+    use crate::test_server::TlsMode;
+    let rt = runtime();
+    let srv = TestServer::start_tls(TlsMode::Any).expect("server");
+    let body = data(2 * MIB + 3, 27);
+    srv.serve(
+        "/img",
+        body.clone(),
+        Faults::none().drop_after(MIB as u64 / 2, 1),
+    );
+    let ca = ca_file(&srv);
+    let mut s = settings(vec![srv.url("/img")]);
+    assert!(s.urls[0].starts_with("https://127.0.0.1:"));
+    s.ca_file = Some(ca.path().to_path_buf());
+    s.tls_min_version = TlsMinVersion::V1_3;
+    let mut dl = start_download(s, rt.handle()).expect("start");
+    assert_eq!(collect(&mut dl).expect("download").0, body);
+    assert_eq!(dl.stats().resumes, 1);
+    let mut rr = dl.range_reader();
+    assert_eq!(rr.read_range(7, 9).expect("range"), &body[7..16]);
+}
+
+#[test]
+fn https_certificate_is_verified_unless_insecure() {
+    use crate::test_server::TlsMode;
+    let rt = runtime();
+    let srv = TestServer::start_tls(TlsMode::Any).expect("server");
+    let body = data(1000, 28);
+    srv.serve("/img", body.clone(), Faults::none());
+    let mut s = settings(vec![srv.url("/img")]);
+    s.retries = 0;
+    let e = start_download(s.clone(), rt.handle()).expect_err("untrusted");
+    let msg = e.to_string();
+    assert!(msg.to_lowercase().contains("certificate"), "{msg}");
+    assert!(srv.requests().is_empty());
+
+    s.insecure = true;
+    let mut dl = start_download(s, rt.handle()).expect("insecure");
+    assert_eq!(collect(&mut dl).expect("download").0, body);
+}
+
+#[test]
+fn tls_minimum_version_is_enforced() {
+    use crate::test_server::TlsMode;
+    let rt = runtime();
+    let srv = TestServer::start_tls(TlsMode::Tls12Only).expect("server");
+    srv.serve("/img", data(1000, 29), Faults::none());
+    let ca = ca_file(&srv);
+    let mut s = settings(vec![srv.url("/img")]);
+    s.retries = 0;
+    s.ca_file = Some(ca.path().to_path_buf());
+    let mut dl = start_download(s.clone(), rt.handle()).expect("TLS 1.2 accepted by default");
+    collect(&mut dl).expect("download");
+    s.tls_min_version = TlsMinVersion::V1_3;
+    let e = start_download(s, rt.handle()).expect_err("TLS 1.2 refused");
+    assert!(matches!(e, SourceError::Failed { .. }), "{e:?}");
+}
+
+#[test]
+fn a_bad_ca_file_is_a_setup_error() {
+    let rt = runtime();
+    let mut s = settings(vec!["https://127.0.0.1:1/x".into()]);
+    s.ca_file = Some("/nonexistent/ca.pem".into());
+    let e = start_download(s, rt.handle()).expect_err("setup");
+    assert!(matches!(e, SourceError::Setup(_)), "{e:?}");
+    assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
+}
