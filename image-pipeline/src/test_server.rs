@@ -47,6 +47,8 @@ pub struct Faults {
     pub change_etag_after: Option<usize>,
     /// Send neither ETag nor Last-Modified.
     pub no_validators: bool,
+    /// Partial (206) responses carry this many bytes more than their Content-Range says.
+    pub overlong_ranges: Option<u64>,
 }
 
 impl Faults {
@@ -93,6 +95,10 @@ impl Faults {
     }
     pub fn change_etag_after(mut self, request: usize) -> Faults {
         self.change_etag_after = Some(request);
+        self
+    }
+    pub fn overlong_ranges(mut self, extra: u64) -> Faults {
+        self.overlong_ranges = Some(extra);
         self
     }
     pub fn no_validators(mut self) -> Faults {
@@ -532,9 +538,11 @@ fn handle(inner: &Inner, mut conn: impl Conn) -> std::io::Result<()> {
         }
         None => "HTTP/1.1 200 OK\r\n".to_string(),
     };
+    let extra = range.and(f.overlong_ranges).unwrap_or(0);
     write!(
         conn,
-        "{head}Content-Type: application/octet-stream\r\nContent-Length: {count}\r\nAccept-Ranges: {}\r\n{validators}Connection: close\r\n\r\n",
+        "{head}Content-Type: application/octet-stream\r\nContent-Length: {}\r\nAccept-Ranges: {}\r\n{validators}Connection: close\r\n\r\n",
+        count + extra,
         if f.ignore_range { "none" } else { "bytes" }
     )?;
     if req.method == "HEAD" || count == 0 {
@@ -601,6 +609,10 @@ fn handle(inner: &Inner, mut conn: impl Conn) -> std::io::Result<()> {
                 std::thread::sleep(due - elapsed);
             }
         }
+    }
+    if extra > 0 && sent == count {
+        conn.write_all(&vec![0u8; extra as usize])?;
+        inner.body_bytes.fetch_add(extra, Ordering::SeqCst);
     }
     conn.finish(sent == count);
     // Drain anything the client still sends so that closing does not reset the connection

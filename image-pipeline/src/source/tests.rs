@@ -820,3 +820,26 @@ fn a_bad_ca_file_is_a_setup_error() {
     assert!(matches!(e, SourceError::Setup(_)), "{e:?}");
     assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
 }
+
+#[test]
+fn a_body_longer_than_announced_is_an_error() {
+    let rt = runtime();
+    let srv = TestServer::start().expect("server");
+    let body = data(MIB + 10, 30);
+    srv.serve(
+        "/img",
+        body,
+        Faults::none().drop_after(1000, 1).overlong_ranges(10),
+    );
+    let mut dl = start_download(settings(vec![srv.url("/img")]), rt.handle()).expect("start");
+    let e = collect(&mut dl).expect_err("too long");
+    assert!(matches!(e, SourceError::TooLong { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&format!(
+            "sent more than the {} bytes it announced",
+            MIB + 10
+        )),
+        "{msg}"
+    );
+}
