@@ -8,10 +8,18 @@
 //! first MiB back until everything else is on disk and verified.
 
 pub mod checksum;
+pub mod decoder;
+pub mod format;
+pub mod qcow2;
 pub mod sink;
 pub mod source;
 #[cfg(any(test, feature = "test-server"))]
 pub mod test_server;
 pub mod write_op;
 
+pub use decoder::{DecodeError, DecodeSummary, Decoder, Limits};
+pub use format::{
+    inspect, open_decoder, sniff, Compression, ImageFormat, Inspection, InspectionError, Sniffed,
+};
+pub use qcow2::{Qcow2Decoder, Qcow2Error};
 pub use write_op::{RangeRead, SinkClosed, WriteOp};
