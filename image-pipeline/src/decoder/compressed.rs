@@ -271,6 +271,11 @@ impl Decoder for CompressedDecoder {
                 self.emit(rest, out)?;
             }
         }
+        if self.offset == 0 {
+            return Err(DecodeError::EmptyPayload {
+                compression: self.compression,
+            });
+        }
         Ok(DecodeSummary {
             format: self.payload.unwrap_or(ImageFormat::Raw),
             compression: Some(self.compression),
@@ -382,6 +387,11 @@ mod tests {
             parts.sort();
             for w in parts.windows(2) {
                 file.extend(compress(&original[w[0]..w[1]]));
+            }
+            if original.is_empty() {
+                let err = decode(&file, &mut rng, 0).unwrap_err();
+                assert!(matches!(err, DecodeError::EmptyPayload { .. }), "{err}");
+                continue;
             }
             let (summary, target) = decode(&file, &mut rng, original.len()).unwrap();
             assert_eq!(target.bytes, original, "{name} round {round}");

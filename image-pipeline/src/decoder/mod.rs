@@ -104,6 +104,8 @@ pub enum DecodeError {
     TruncatedStream { compression: Compression },
     #[error("the image file is empty")]
     Empty,
+    #[error("the {compression} stream of the image decompresses to nothing")]
+    EmptyPayload { compression: Compression },
     #[error("the image file ended after {got} bytes, but the server announced {expected}")]
     ShortFile { expected: u64, got: u64 },
     #[error("re-reading {len} bytes at offset {offset} of the image file failed: {source}")]

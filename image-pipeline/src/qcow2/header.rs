@@ -48,6 +48,8 @@ pub(crate) struct Header {
     pub dirty: bool,
     /// Where header extensions start.
     pub header_length: u32,
+    pub refcount_table_offset: u64,
+    pub refcount_table_clusters: u32,
 }
 
 impl Header {
@@ -136,6 +138,7 @@ pub(crate) fn parse(
     let l1_size = be32(head, 36);
     let l1_table_offset = be64(head, 40);
     let refcount_table_offset = be64(head, 48);
+    let refcount_table_clusters = be32(head, 56);
     let nb_snapshots = be32(head, 60);
     let snapshots_offset = be64(head, 64);
 
@@ -207,6 +210,8 @@ pub(crate) fn parse(
         extended_l2,
         dirty: incompatible & INCOMPAT_DIRTY != 0,
         header_length,
+        refcount_table_offset,
+        refcount_table_clusters,
     };
 
     // The L1 table: as large as the virtual size needs, not huge, aligned, inside the file.

@@ -19,7 +19,8 @@
 //! * compressed bytes are gathered in a small window (they may span chunks and clusters) and
 //!   decompressed (raw deflate, or zstd) once complete;
 //! * bytes that stream past unmapped while an L2 table is still to come may turn out to be
-//!   data mapped by that later table. Each such cluster is remembered as a 16-byte digest
+//!   data mapped by that later table. Each such cluster (other than the header, L1, refcount
+//!   and L2 tables, which are never data) is remembered as a 16-byte digest
 //!   (truncated SHA-256). [`Decoder::finish`] re-reads the clusters that did turn out to be
 //!   data (adjacent ones in one large read) and checks each against its digest, so the
 //!   re-read cannot smuggle in bytes other than those the verified checksum covered.
@@ -39,8 +40,7 @@
 //!   cluster).
 //!
 //! For an image written by `qemu-img convert` every L2 table precedes its data, so nothing is
-//! re-read and only metadata clusters (refcounts, L2 tables) are digested: a few KiB for most
-//! images. [`Qcow2Decoder::stats`] exposes the counters.
+//! re-read and only the refcount blocks are digested: a few hundred bytes. [`Qcow2Decoder::stats`] exposes the counters.
 
 mod header;
 #[cfg(test)]
@@ -116,7 +116,7 @@ pub enum Qcow2Error {
     TooFragmented { limit: usize },
     #[error("qcow2 image stores too much before the tables that map it: more than {limit} clusters to remember (max_unordered_clusters); rewrite it with qemu-img convert")]
     TooManyUnordered { limit: usize },
-    #[error("the host cluster at offset {host_offset:#x} is mapped by an L2 table that comes after it, but it was not recorded when it streamed past (it was also mapped elsewhere); rewrite the image with qemu-img convert")]
+    #[error("the host cluster at offset {host_offset:#x} is mapped as data by an L2 table that comes after it, but it was not recorded when it streamed past (it holds qcow2 metadata or was mapped elsewhere too); rewrite the image with qemu-img convert")]
     SharedCluster { host_offset: u64 },
     #[error("the image file changed on the server: the cluster at offset {offset:#x} read again differs from the bytes streamed and checksummed before")]
     RefetchMismatch { offset: u64 },
@@ -339,6 +339,9 @@ pub struct Qcow2Decoder {
 
     /// L1 index ranges without an L2 table: zeroed on the first feed.
     l1_zero_runs: Vec<Range<u64>>,
+    /// Host clusters of the header, the L1 table and the refcount table: never data, so
+    /// never remembered.
+    metadata: Vec<Range<u64>>,
     started: bool,
     /// (host cluster, L1 index) of every L2 table, sorted; `next_l2` is the first not parsed.
     l2_tables: Vec<(u64, u64)>,
@@ -487,6 +490,16 @@ impl Qcow2Decoder {
             l2_tables.push((off >> h.cluster_bits, i));
         }
         l2_tables.sort_unstable();
+        let bits = h.cluster_bits;
+        let clusters_of = |offset: u64, len: u64| (offset >> bits)..(offset + len).div_ceil(cs);
+        let metadata = vec![
+            0..1,
+            clusters_of(h.l1_table_offset, l1_len),
+            clusters_of(
+                h.refcount_table_offset,
+                u64::from(h.refcount_table_clusters) * cs,
+            ),
+        ];
 
         let geo = Geometry {
             bits: h.cluster_bits,
@@ -514,6 +527,7 @@ impl Qcow2Decoder {
             file_size,
             limits: limits.clone(),
             l1_zero_runs,
+            metadata,
             started: false,
             l2_tables,
             next_l2: 0,
@@ -620,8 +634,11 @@ impl Qcow2Decoder {
         }
         self.active.retain(|r| r.host + r.count > c);
         let forced = self.force_digest.remove(&c);
-        // Unmapped bytes may be data of an L2 table still to come: remember them.
-        if forced || (self.active.is_empty() && self.next_l2 < self.l2_tables.len()) {
+        // Unmapped bytes may be data of an L2 table still to come: remember them, unless
+        // they are known metadata.
+        let metadata = self.l2_here(c) || self.metadata.iter().any(|r| r.contains(&c));
+        let maybe_data = self.active.is_empty() && !metadata && self.next_l2 < self.l2_tables.len();
+        if forced || maybe_data {
             if self.digests.len() >= self.limits.max_unordered_clusters {
                 return Err(Qcow2Error::TooManyUnordered {
                     limit: self.limits.max_unordered_clusters,
@@ -1018,11 +1035,13 @@ impl Qcow2Decoder {
         while i < list.len() {
             let (s0, l0, _) = list[i];
             let first = s0 >> bits;
-            let mut last = (s0 + l0 - 1) >> bits;
+            // Nothing past the end of the file was recorded (or exists).
+            let last_in_file = (eof - 1) >> bits;
+            let mut last = ((s0 + l0 - 1) >> bits).min(last_in_file);
             let mut j = i + 1;
             while j < list.len() {
                 let (s, l, _) = list[j];
-                let (f, e) = (s >> bits, (s + l - 1) >> bits);
+                let (f, e) = (s >> bits, ((s + l - 1) >> bits).min(last_in_file));
                 if f > last + 1 || (e.max(last) - first + 1) << bits > MAX_REFETCH {
                     break;
                 }
