@@ -43,6 +43,8 @@ pub struct Agent {
     api_scheme: RwLock<&'static str>,
     /// `get_partition_uuids` answer, recorded when an image is written.
     partition_uuids: Mutex<Option<serde_json::Value>>,
+    /// `image_info.id` of the image on the install disk (IPA's `cached_image_id`).
+    cached_image_id: Mutex<Option<String>>,
     started_at: f64,
     logs: LogBuffer,
 }
@@ -79,29 +81,44 @@ impl Agent {
                 guard_special_filesystems: config.options.guard_special_filesystems,
             },
         );
-        let managers: Vec<Box<dyn HardwareManager>> = vec![Box::new(generic)];
-        let managers = Managers::new(managers).context("loading hardware managers")?;
-        tracing::info!(managers = ?managers, "hardware managers loaded");
+        let runtime = tokio::runtime::Handle::try_current()
+            .context("the agent must be created inside its async runtime")?;
         let token = config.options.agent_token.as_ref().map(|s| s.0.clone());
-        Ok(Arc::new(Agent {
-            executor: Executor::new(extensions),
-            guard,
-            managers: Arc::new(managers),
-            token: RwLock::new(token),
-            node: RwLock::new(None),
-            lookup_config: RwLock::new(None),
-            force_heartbeat: Arc::new(Notify::new()),
-            stop_api: watch::channel(false).0,
-            after_stop: Mutex::new(None),
-            api_scheme: RwLock::new("http"),
-            partition_uuids: Mutex::new(None),
-            started_at: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or_default(),
-            logs,
-            config,
-        }))
+        let agent = Arc::new_cyclic(|weak| {
+            let managers: Vec<Box<dyn HardwareManager>> = vec![
+                Box::new(generic),
+                Box::new(crate::deploy::DeployManager::new(
+                    weak.clone(),
+                    runtime.clone(),
+                )),
+            ];
+            // Managers::new fails only when no manager supports the machine, and the generic
+            // one supports every machine.
+            let managers =
+                Managers::new(managers).expect("the generic manager is always supported");
+            tracing::info!(managers = ?managers, "hardware managers loaded");
+            Agent {
+                executor: Executor::new(extensions),
+                guard,
+                managers: Arc::new(managers),
+                token: RwLock::new(token),
+                node: RwLock::new(None),
+                lookup_config: RwLock::new(None),
+                force_heartbeat: Arc::new(Notify::new()),
+                stop_api: watch::channel(false).0,
+                after_stop: Mutex::new(None),
+                api_scheme: RwLock::new("http"),
+                partition_uuids: Mutex::new(None),
+                cached_image_id: Mutex::new(None),
+                started_at: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or_default(),
+                logs,
+                config,
+            }
+        });
+        Ok(agent)
     }
 
     pub fn config(&self) -> &Config {
@@ -164,6 +181,14 @@ impl Agent {
 
     pub fn set_partition_uuids(&self, uuids: serde_json::Value) {
         *self.partition_uuids.lock().expect("uuids lock") = Some(uuids);
+    }
+
+    pub fn cached_image_id(&self) -> Option<String> {
+        self.cached_image_id.lock().expect("cache lock").clone()
+    }
+
+    pub fn set_cached_image_id(&self, id: Option<String>) {
+        *self.cached_image_id.lock().expect("cache lock") = id;
     }
 
     /// Called when an async command finishes: heartbeat early so the conductor notices.

@@ -6,6 +6,7 @@ pub mod api;
 pub mod commands;
 pub mod conductor;
 pub mod config;
+pub mod deploy;
 pub mod extensions;
 pub mod logging;
 pub mod tls;

@@ -10,6 +10,7 @@
 pub mod checksum;
 pub mod decoder;
 pub mod format;
+pub mod pipeline;
 pub mod qcow2;
 pub mod sink;
 pub mod source;

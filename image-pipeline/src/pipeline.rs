@@ -246,7 +246,6 @@ fn stream(
             Err(e) => Err(e),
         };
     }
-    drop(feed);
     drop(hash_tx);
     let digest = hasher
         .join()

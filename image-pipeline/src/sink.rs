@@ -181,7 +181,7 @@ impl DiskWriter {
             .custom_flags(nix::libc::O_DIRECT)
             .open(path)
             .ok()
-            .filter(|_| window.start % ALIGN as u64 == 0);
+            .filter(|_| window.start.is_multiple_of(ALIGN as u64));
         let head_len = HEAD_HOLD.min(window.end - window.start) as usize;
         Ok(DiskWriter {
             path: path.to_path_buf(),

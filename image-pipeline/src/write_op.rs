@@ -65,7 +65,12 @@ impl RangeRead for &[u8] {
         let end = start
             .checked_add(usize::try_from(len).map_err(std::io::Error::other)?)
             .filter(|e| *e <= self.len())
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "range past the end of the image"))?;
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "range past the end of the image",
+                )
+            })?;
         Ok(self[start..end].to_vec())
     }
 }

@@ -31,7 +31,8 @@ pub enum CommandValue {
 /// Typed command parameters. `validate` runs before the command is recorded: a failure is an
 /// HTTP 400 "Invalid command parameters", as IPA's validators give.
 pub trait Params: DeserializeOwned + Send + 'static {
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self, agent: &Agent) -> Result<(), String> {
+        let _ = agent;
         Ok(())
     }
 }
@@ -67,7 +68,7 @@ impl CommandDef {
             prepare: Box::new(move |agent, params| {
                 let p: P =
                     serde_json::from_value(Value::Object(params)).map_err(|e| e.to_string())?;
-                p.validate()?;
+                p.validate(&agent)?;
                 let run = run.clone();
                 Ok(Box::pin(async move { run(agent, p).await }))
             }),

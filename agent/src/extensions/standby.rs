@@ -8,8 +8,8 @@ use ironic_protocol::CommandError;
 use serde_json::Value;
 
 use crate::agent::Agent;
-use crate::commands::NoParams;
-use crate::commands::{CommandDef, CommandValue, Mode};
+use crate::commands::{CommandDef, CommandValue, Mode, NoParams, Params};
+use crate::deploy::{prepare_image, ImageRequest};
 
 pub fn commands() -> Vec<CommandDef> {
     vec![
@@ -23,7 +23,89 @@ pub fn commands() -> Vec<CommandDef> {
         CommandDef::new("get_partition_uuids", Mode::Sync, |agent, _: NoParams| {
             get_partition_uuids(agent)
         }),
+        CommandDef::new("prepare_image", Mode::Async, |agent, p: PrepareImage| {
+            write(agent, p.image_info, p.configdrive, false)
+        }),
+        CommandDef::new("cache_image", Mode::Async, |agent, p: CacheImage| {
+            write(agent, p.image_info, None, p.force)
+        }),
     ]
+}
+
+/// `prepare_image(image_info, configdrive=None)`.
+#[derive(Debug, serde::Deserialize)]
+pub struct PrepareImage {
+    image_info: serde_json::Map<String, Value>,
+    #[serde(default)]
+    configdrive: Option<Value>,
+}
+
+/// `cache_image(image_info, force=False)`: write the image ahead of `prepare_image`.
+#[derive(Debug, serde::Deserialize)]
+pub struct CacheImage {
+    image_info: serde_json::Map<String, Value>,
+    #[serde(default)]
+    force: bool,
+}
+
+/// IPA validates `image_info` before recording the command: a bad one is an HTTP 400.
+fn validate_image_info(agent: &Agent, info: &serde_json::Map<String, Value>) -> Result<(), String> {
+    let md5 = agent
+        .lookup_config()
+        .and_then(|l| l.agent_md5_checksum_enable)
+        .unwrap_or(agent.config().options.md5_enabled);
+    image_pipeline::checksum::validate_image_info(&Value::Object(info.clone()), md5)
+        .map_err(|e| e.to_string())
+}
+
+impl Params for PrepareImage {
+    fn validate(&self, agent: &Agent) -> Result<(), String> {
+        validate_image_info(agent, &self.image_info)
+    }
+}
+
+impl Params for CacheImage {
+    fn validate(&self, agent: &Agent) -> Result<(), String> {
+        validate_image_info(agent, &self.image_info)
+    }
+}
+
+async fn write(
+    agent: Arc<Agent>,
+    image_info: serde_json::Map<String, Value>,
+    configdrive: Option<Value>,
+    force: bool,
+) -> Result<CommandValue, CommandError> {
+    // IPA's backward compatibility: a configdrive inside image_info.
+    let configdrive = configdrive.or_else(|| {
+        image_info
+            .get("configdrive")
+            .filter(|v| !v.is_null())
+            .cloned()
+    });
+    let runtime = tokio::runtime::Handle::current();
+    let message = tokio::task::spawn_blocking(move || {
+        prepare_image(
+            &agent,
+            &runtime,
+            ImageRequest {
+                image_info: &image_info,
+                configdrive: configdrive.as_ref(),
+                force,
+            },
+        )
+    })
+    .await
+    .map_err(|e| {
+        CommandError::new(
+            "CommandExecutionError",
+            500,
+            "Command execution failed",
+            e.to_string(),
+        )
+    })?
+    .map_err(|e| super::hardware_error(e, "DeploymentError", "Deploy step failed"))?;
+    Ok(CommandValue::Text(message))
 }
 
 /// Flushes every filesystem and block device buffer (sync(2)).

@@ -141,16 +141,15 @@ fn check_versions(current: &ManagerVersions, given: Option<Value>) -> Result<(),
 }
 
 fn step_error(kind: StepKind, step: &str, e: HardwareError) -> CommandError {
-    let details = e.to_string();
-    match (e.ipa_type(), e.ipa_message()) {
-        (Some(t), Some(m)) => CommandError::new(t, e.ipa_code(), m, details),
-        _ => CommandError::new(
-            kind.error_type(),
-            500,
-            kind.error_message(),
-            format!("Error performing {} step {step}: {details}", kind.as_str()),
-        ),
+    let mut error = super::hardware_error(e, kind.error_type(), kind.error_message());
+    if error.kind == kind.error_type() {
+        error.details = format!(
+            "Error performing {} step {step}: {}",
+            kind.as_str(),
+            error.details
+        );
     }
+    error
 }
 
 fn internal(kind: StepKind, details: &str) -> CommandError {

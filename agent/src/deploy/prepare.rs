@@ -1,0 +1,451 @@
+//! IPA's `prepare_image`: choose the disk, lay out partitions for partition images, stream
+//! the image through the pipeline, then the whole-disk aftercare (backup GPT, config drive)
+//! and the partition UUIDs the conductor asks for next.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use disk_layout::partition_image::{self, PartitionImageParams, PartitionPlan};
+use disk_layout::{configdrive, gpt_write, partition_uuids, DiskTarget};
+use hardware_managers::generic::rescan;
+use hardware_managers::HardwareError;
+use image_pipeline::checksum::{validate_image_info, ChecksumError};
+use image_pipeline::format::{inspect, open_decoder, Opened};
+use image_pipeline::pipeline::{self, PipelineError};
+use image_pipeline::sink::DiskWriter;
+use image_pipeline::source::{
+    redact_url, resolve_expected_checksum, start_download, BasicAuth, DownloadSettings,
+    SourceError, TlsMinVersion,
+};
+use image_pipeline::{Limits, RangeRead};
+use serde_json::{Map, Value};
+
+use crate::agent::Agent;
+use crate::config::{AuthStrategy, TlsVersion};
+
+/// What to write.
+pub struct ImageRequest<'a> {
+    pub image_info: &'a Map<String, Value>,
+    /// Ironic's `configdrive`: a URL, or base64 of gzipped ISO/VFAT data.
+    pub configdrive: Option<&'a Value>,
+    /// `cache_image(force=True)`: write even if this image is already on the disk.
+    pub force: bool,
+}
+
+/// Largest config drive download accepted (IPA's limit on the decoded drive is 64 MiB; the
+/// encoded form is larger).
+const CONFIGDRIVE_DOWNLOAD_MAX: u64 = 128 << 20;
+
+fn ipa(kind: &str, code: u16, message: &str, details: impl Into<String>) -> HardwareError {
+    HardwareError::Ipa {
+        kind: kind.to_string(),
+        code,
+        message: message.to_string(),
+        details: details.into(),
+    }
+}
+
+fn deployment_error(details: impl Into<String>) -> HardwareError {
+    ipa("DeploymentError", 500, "Deploy step failed", details)
+}
+
+/// Writes the image (and config drive) described by `req` to the install disk. Returns IPA's
+/// message, `image (<id>) written to device <dev> root_uuid=<uuid>...`. Blocking: run it on a
+/// blocking thread.
+pub fn prepare_image(
+    agent: &Agent,
+    runtime: &tokio::runtime::Handle,
+    req: ImageRequest<'_>,
+) -> Result<String, HardwareError> {
+    let opts = &agent.config().options;
+    let lookup = agent.lookup_config();
+    let md5_enabled = lookup
+        .as_ref()
+        .and_then(|l| l.agent_md5_checksum_enable)
+        .unwrap_or(opts.md5_enabled);
+    let info = Value::Object(req.image_info.clone());
+    validate_image_info(&info, md5_enabled).map_err(|e| checksum_error(e, "?"))?;
+    let raw_id = info["id"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| info["id"].to_string());
+    // Ironic's id for an HTTP image_source is the URL's tail, query string (a temp URL
+    // signature) included: never let it into a log line or a message.
+    let image_id = redact_url(&raw_id);
+
+    let node = agent.node().unwrap_or_default();
+    let device = agent.managers().get_os_install_device(&node)?;
+    let disk = PathBuf::from(&device.name);
+    agent.guard().check(&disk, "write an image to")?;
+    tracing::info!(image = %image_id, device = %disk.display(), size = device.size, "install device chosen");
+
+    let is_partition_image = info.get("image_type").and_then(Value::as_str) == Some("partition");
+    let configdrive = match req.configdrive {
+        Some(v) => Some(load_configdrive(v, &info, agent, runtime)?),
+        None => None,
+    };
+
+    let already = agent.cached_image_id().as_deref() == Some(raw_id.as_str());
+    let mut plan: Option<PartitionPlan> = None;
+    if already && !req.force {
+        tracing::info!(image = %image_id, "image already written to the disk; not writing it again");
+    } else {
+        let mut settings = download_settings(agent, &info)?;
+        settings.image_id = image_id.clone();
+        let expected = resolve_expected_checksum(&info, md5_enabled, &settings, runtime)
+            .map_err(|e| checksum_error(e, &image_id))?;
+        let window = if is_partition_image {
+            let target = open_target(agent, &disk)?;
+            let p = layout_partitions(
+                agent,
+                &target,
+                &disk,
+                req.image_info,
+                &node,
+                configdrive.as_deref(),
+            )?;
+            let root = p.root();
+            plan = Some(p);
+            Some(root.offset..root.offset + root.len)
+        } else {
+            None
+        };
+        let download = start_download(settings, runtime).map_err(source_error)?;
+        let writer = DiskWriter::open(&disk, window).map_err(|e| write_error(&disk, e))?;
+        let factory = decoder_factory(agent, &info);
+        let report = pipeline::run(Box::new(download), &image_id, &expected, &factory, writer)
+            .map_err(|e| pipeline_error(e, &image_id, &disk))?;
+        tracing::info!(
+            image = %image_id, device = %disk.display(), format = %report.format,
+            file_bytes = report.file_bytes, seconds = format!("{:.2}", report.seconds),
+            mb_per_s = format!("{:.0}", report.mb_per_s), direct_io = report.written.direct_io,
+            "image written and verified"
+        );
+        agent.set_cached_image_id(Some(raw_id.clone()));
+    }
+
+    let target = open_target(agent, &disk)?;
+    let uuids = if let Some(plan) = &plan {
+        reread_partitions(&target)?;
+        partition_image::partition_uuids(&target, &disk, plan)
+            .map_err(|e| deployment_error(e.to_string()))?
+    } else {
+        // Whole disk: the image brought its own table; make it span the disk, then add the
+        // config drive. IPA's _validate_partitioning: a disk without partitions is a failure.
+        let parts = partition_uuids::list_partitions(&target)
+            .map_err(|e| deployment_error(e.to_string()))?;
+        if parts.is_empty() {
+            return Err(deployment_error(format!(
+                "No partitions found on the device {} after writing the image {image_id}; the image \
+                 is probably not a whole-disk image with a partition table",
+                disk.display()
+            )));
+        }
+        let fixed = gpt_write::fix_gpt(&target)
+            .map_err(|e| deployment_error(format!("fixing the GPT of {}: {e}", disk.display())))?;
+        tracing::info!(device = %disk.display(), result = ?fixed, "backup GPT checked");
+        if let Some(cd) = &configdrive {
+            let part = configdrive::write_config_drive(&target, cd).map_err(|e| {
+                ipa(
+                    e.ipa_type(),
+                    500,
+                    "Failed to create config drive",
+                    e.to_string(),
+                )
+            })?;
+            tracing::info!(device = %disk.display(), partition = part.number, created = part.created, "config drive written");
+        }
+        target
+            .sync()
+            .map_err(|e| deployment_error(format!("syncing {}: {e}", disk.display())))?;
+        reread_partitions(&target)?;
+        partition_uuids::whole_disk(&target).map_err(|e| deployment_error(e.to_string()))?
+    };
+    let message = result_message(&image_id, &disk, &info, &uuids);
+    agent.set_partition_uuids(Value::Object(uuids));
+    tracing::info!("{message}");
+    Ok(message)
+}
+
+/// IPA's `_message_format`.
+fn result_message(image_id: &str, disk: &Path, info: &Value, uuids: &Map<String, Value>) -> String {
+    let text = |k: &str| uuids.get(k).and_then(Value::as_str).map(str::to_string);
+    let root = text("root uuid").unwrap_or_else(|| "None".into());
+    let mut msg = format!(
+        "image ({image_id}) written to device {} root_uuid={root}",
+        disk.display()
+    );
+    if info.get("deploy_boot_mode").and_then(Value::as_str) == Some("uefi") {
+        if let Some(esp) = text("efi system partition uuid") {
+            msg.push_str(&format!(" efi_system_partition_uuid={esp}"));
+        }
+    }
+    msg
+}
+
+fn open_target(agent: &Agent, disk: &Path) -> Result<DiskTarget, HardwareError> {
+    DiskTarget::open(disk, agent.guard(), "write an image to")
+        .map_err(|e| deployment_error(e.to_string()))
+}
+
+fn reread_partitions(target: &DiskTarget) -> Result<(), HardwareError> {
+    rescan::reread_partition_table(target.file()).map_err(|e| {
+        deployment_error(format!(
+            "the kernel could not re-read the partition table of {}: {e}",
+            target.path().display()
+        ))
+    })
+}
+
+/// Partition images: IPA's `work_on_disk` layout, written before the image.
+fn layout_partitions(
+    agent: &Agent,
+    target: &DiskTarget,
+    disk: &Path,
+    image_info: &Map<String, Value>,
+    node: &ironic_protocol::Node,
+    configdrive: Option<&[u8]>,
+) -> Result<PartitionPlan, HardwareError> {
+    let opts = &agent.config().options;
+    let ramdisk_uefi = Path::new("/sys/firmware/efi").exists();
+    let mut params = PartitionImageParams::from_image_info(
+        image_info,
+        node,
+        ramdisk_uefi,
+        std::env::consts::ARCH,
+    )
+    .map_err(|e| ipa(e.ipa_type(), 400, "Invalid image parameters", e.to_string()))?;
+    params.efi_system_partition_mb = opts.efi_system_partition_size;
+    params.bios_boot_partition_mb = opts.bios_boot_partition_size;
+    let plan = partition_image::plan(
+        &params,
+        &disk.display().to_string(),
+        target.len(),
+        target.sector_size(),
+        configdrive.map(|c| c.len() as u64),
+    )
+    .map_err(|e| ipa(e.ipa_type(), 500, "Deploy step failed", e.to_string()))?;
+    let applied = partition_image::apply(target, &plan, &params, configdrive)
+        .map_err(|e| ipa(e.ipa_type(), 500, "Deploy step failed", e.to_string()))?;
+    target
+        .sync()
+        .map_err(|e| deployment_error(format!("syncing {}: {e}", disk.display())))?;
+    reread_partitions(target)?;
+    if let Some((number, fs)) = &applied.ephemeral_to_format {
+        let part = partition_uuids::partition_path(disk, *number);
+        partition_image::format_ephemeral(&part, fs, agent.guard())
+            .map_err(|e| ipa(e.ipa_type(), 500, "Deploy step failed", e.to_string()))?;
+    }
+    tracing::info!(device = %disk.display(), partitions = ?plan.roles(), "partition image layout written");
+    Ok(plan)
+}
+
+/// The decoder for the image: IPA's format policy, with the lookup's overrides.
+fn decoder_factory(
+    agent: &Agent,
+    info: &Value,
+) -> impl Fn(&[u8], &mut dyn RangeRead, Option<u64>) -> Result<Opened, PipelineError> + Sync {
+    let opts = &agent.config().options;
+    let lookup = agent.lookup_config();
+    let permitted = lookup
+        .as_ref()
+        .and_then(|l| l.permitted_image_formats.clone())
+        .unwrap_or_else(|| opts.permitted_image_formats.clone());
+    let deep = !lookup
+        .as_ref()
+        .and_then(|l| l.disable_deep_image_inspection)
+        .unwrap_or(opts.disable_deep_image_inspection);
+    let declared = info
+        .get("disk_format")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    move |head, fetch, size| {
+        let inspection = inspect(head, declared.as_deref(), &permitted, deep)?;
+        Ok(open_decoder(
+            head,
+            &inspection,
+            size,
+            fetch,
+            &Limits::default(),
+        )?)
+    }
+}
+
+/// Download settings: `image_info` (URLs, proxies, credentials) plus the agent's timeouts,
+/// retries, TLS and image-server credentials.
+fn download_settings(agent: &Agent, info: &Value) -> Result<DownloadSettings, HardwareError> {
+    let opts = &agent.config().options;
+    let mut s = DownloadSettings::from_image_info(info).map_err(source_error)?;
+    let timeout = Duration::from_secs(opts.image_download_connection_timeout.max(1));
+    s.connect_timeout = timeout;
+    s.read_timeout = timeout;
+    s.retries = opts.image_download_connection_retries;
+    s.retry_interval = Duration::from_secs(opts.image_download_connection_retry_interval);
+    s = s.with_max_duration_secs(opts.image_download_max_duration);
+    s.insecure = opts.insecure;
+    s.ca_file = opts.cafile.as_ref().map(PathBuf::from);
+    s.tls_min_version = match opts.tls_min_version {
+        TlsVersion::V1_2 => TlsMinVersion::V1_2,
+        TlsVersion::V1_3 => TlsMinVersion::V1_3,
+    };
+    if s.basic_auth.is_none()
+        && s.authorization.is_none()
+        && opts.image_server_auth_strategy == AuthStrategy::HttpBasic
+    {
+        s.basic_auth = Some(
+            BasicAuth::checked(
+                &s.image_id,
+                opts.image_server_user.clone(),
+                opts.image_server_password.as_ref().map(|p| p.0.clone()),
+            )
+            .map_err(source_error)?,
+        );
+    }
+    Ok(s)
+}
+
+/// The config drive bytes: downloaded when Ironic sent a URL, then decoded.
+fn load_configdrive(
+    value: &Value,
+    info: &Value,
+    agent: &Agent,
+    runtime: &tokio::runtime::Handle,
+) -> Result<Vec<u8>, HardwareError> {
+    let text = match value {
+        Value::String(s) => s.as_str(),
+        other => {
+            return Err(ipa(
+                "InstanceDeployFailure",
+                500,
+                "Failed to create config drive",
+                format!(
+                    "the configdrive must be a URL or base64 text, got {}",
+                    match other {
+                        Value::Object(_) => "an object",
+                        Value::Array(_) => "a list",
+                        _ => "a scalar",
+                    }
+                ),
+            ))
+        }
+    };
+    let cd_err = |e: configdrive::ConfigDriveError| {
+        ipa(
+            e.ipa_type(),
+            500,
+            "Failed to create config drive",
+            e.to_string(),
+        )
+    };
+    if !configdrive::is_url(text) {
+        return configdrive::decode(text.as_bytes(), false).map_err(cd_err);
+    }
+    let mut settings = download_settings(agent, info)?;
+    settings.image_id = format!("configdrive {}", redact_url(text));
+    settings.urls = vec![text.to_string()];
+    let mut download = start_download(settings, runtime).map_err(source_error)?;
+    let mut bytes = Vec::new();
+    while let Some(chunk) = download.next_chunk() {
+        let chunk = chunk.map_err(source_error)?;
+        bytes.extend_from_slice(&chunk);
+        if bytes.len() as u64 > CONFIGDRIVE_DOWNLOAD_MAX {
+            return Err(ipa(
+                "InstanceDeployFailure",
+                500,
+                "Failed to create config drive",
+                format!(
+                    "the config drive at {} is larger than {CONFIGDRIVE_DOWNLOAD_MAX} bytes",
+                    redact_url(text)
+                ),
+            ));
+        }
+    }
+    configdrive::decode(&bytes, true).map_err(cd_err)
+}
+
+fn source_error(e: SourceError) -> HardwareError {
+    match &e {
+        SourceError::TimedOut { .. } => ipa(
+            "ImageDownloadTimeoutError",
+            408,
+            "Image download timeout",
+            e.to_string(),
+        ),
+        SourceError::Setup(_) => ipa(
+            "InvalidCommandParamsError",
+            400,
+            "Invalid command parameters",
+            e.to_string(),
+        ),
+        _ => ipa(
+            "ImageDownloadError",
+            500,
+            "Error downloading image",
+            e.to_string(),
+        ),
+    }
+}
+
+fn checksum_error(e: ChecksumError, image_id: &str) -> HardwareError {
+    match &e {
+        ChecksumError::InvalidParams(_) => ipa(
+            "InvalidCommandParamsError",
+            400,
+            "Invalid command parameters",
+            e.to_string(),
+        ),
+        ChecksumError::Mismatch { .. } => ipa(
+            "ImageChecksumError",
+            500,
+            "Error verifying image checksum",
+            e.to_string(),
+        ),
+        _ => ipa(
+            "ImageDownloadError",
+            500,
+            "Error downloading image",
+            format!("Download of image {image_id} failed: {e}"),
+        ),
+    }
+}
+
+fn write_error(disk: &Path, e: image_pipeline::sink::SinkError) -> HardwareError {
+    match &e {
+        image_pipeline::sink::SinkError::TooSmall { .. } => ipa(
+            "InvalidImage",
+            500,
+            "The provided image is not valid for use",
+            e.to_string(),
+        ),
+        _ => ipa(
+            "ImageWriteError",
+            500,
+            "Error writing image to device",
+            format!("Writing image to device {} failed: {e}", disk.display()),
+        ),
+    }
+}
+
+fn pipeline_error(e: PipelineError, image_id: &str, disk: &Path) -> HardwareError {
+    match e {
+        PipelineError::Download(e) => source_error(e),
+        PipelineError::Checksum(e) => checksum_error(e, image_id),
+        PipelineError::Sink(e) => write_error(disk, e),
+        PipelineError::Inspection(e) => ipa(
+            "InvalidImage",
+            500,
+            "The provided image is not valid for use",
+            format!("image {image_id}: {e}"),
+        ),
+        PipelineError::Decode(e) => ipa(
+            "InvalidImage",
+            500,
+            "The provided image is not valid for use",
+            format!("image {image_id}: {e}"),
+        ),
+        PipelineError::Internal(e) => deployment_error(format!(
+            "writing image {image_id} to {}: {e}",
+            disk.display()
+        )),
+    }
+}
