@@ -58,6 +58,19 @@ impl CommandError {
     }
 }
 
+impl CommandError {
+    /// IPA's `CommandExecutionError`: what a command that failed for a reason without a
+    /// class of its own reports.
+    pub fn execution_failed(details: impl Into<String>) -> Self {
+        CommandError::new(
+            "CommandExecutionError",
+            500,
+            "Command execution failed",
+            details,
+        )
+    }
+}
+
 impl std::fmt::Display for CommandError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.message, self.details)

@@ -118,12 +118,10 @@ impl Executor {
                     // A panic inside the command becomes a failed command, not a dead agent.
                     let outcome = match tokio::spawn(future).await {
                         Ok(outcome) => outcome,
-                        Err(join) => Err(CommandError::new(
-                            "CommandExecutionError",
-                            500,
-                            "Command execution failed",
-                            format!("internal error in {}: {join}", rec.name()),
-                        )),
+                        Err(join) => Err(CommandError::execution_failed(format!(
+                            "internal error in {}: {join}",
+                            rec.name()
+                        ))),
                     };
                     finish(&rec, outcome, true);
                     agent.command_finished(rec.name());

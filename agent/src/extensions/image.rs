@@ -84,14 +84,7 @@ async fn install_bootloader(
         })
     })
     .await
-    .map_err(|e| {
-        CommandError::new(
-            "CommandExecutionError",
-            500,
-            "Command execution failed",
-            e.to_string(),
-        )
-    })??;
+    .map_err(|e| CommandError::execution_failed(e.to_string()))??;
     tracing::info!(outcome = ?outcome, "boot loader step finished");
     // IPA returns nothing; the outcome is in the log.
     Ok(CommandValue::Null)

@@ -25,14 +25,7 @@ async fn collect_system_logs(agent: Arc<Agent>) -> Result<CommandValue, CommandE
         .await
         .map_err(|e| e.to_string())
         .and_then(|r| r.map_err(|e| e.to_string()))
-        .map_err(|e| {
-            CommandError::new(
-                "CommandExecutionError",
-                500,
-                "Command execution failed",
-                format!("collecting logs: {e}"),
-            )
-        })?;
+        .map_err(|e| CommandError::execution_failed(format!("collecting logs: {e}")))?;
     Ok(CommandValue::Json(json!({
         "system_logs": base64::engine::general_purpose::STANDARD.encode(bundle)
     })))

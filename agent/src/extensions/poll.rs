@@ -20,12 +20,7 @@ pub fn commands() -> Vec<CommandDef> {
 }
 
 fn failed(details: String) -> CommandError {
-    CommandError::new(
-        "CommandExecutionError",
-        500,
-        "Command execution failed",
-        details,
-    )
+    CommandError::execution_failed(details)
 }
 
 /// The inventory, with `boot.pxe_interface` from `BOOTIF` as IPA reports it (verbatim).

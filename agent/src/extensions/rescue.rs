@@ -45,14 +45,7 @@ async fn finalize_rescue(
     agent: Arc<Agent>,
     p: FinalizeRescue,
 ) -> Result<CommandValue, CommandError> {
-    let fail = |details: String| {
-        CommandError::new(
-            "CommandExecutionError",
-            500,
-            "Command execution failed",
-            details,
-        )
-    };
+    let fail = |details: String| CommandError::execution_failed(details);
     let hash = if p.hashed {
         p.rescue_password
     } else {

@@ -96,14 +96,7 @@ async fn write(
         )
     })
     .await
-    .map_err(|e| {
-        CommandError::new(
-            "CommandExecutionError",
-            500,
-            "Command execution failed",
-            e.to_string(),
-        )
-    })?
+    .map_err(|e| CommandError::execution_failed(e.to_string()))?
     .map_err(|e| super::hardware_error(e, "DeploymentError", "Deploy step failed"))?;
     Ok(CommandValue::Text(message))
 }
@@ -112,14 +105,7 @@ async fn write(
 async fn sync() -> Result<CommandValue, CommandError> {
     tokio::task::spawn_blocking(nix::unistd::sync)
         .await
-        .map_err(|e| {
-            CommandError::new(
-                "CommandExecutionError",
-                500,
-                "Command execution failed",
-                e.to_string(),
-            )
-        })?;
+        .map_err(|e| CommandError::execution_failed(e.to_string()))?;
     Ok(CommandValue::Null)
 }
 
@@ -158,14 +144,7 @@ async fn shutdown(agent: Arc<Agent>, how: Shutdown) -> Result<CommandValue, Comm
         format!("reboot(2) failed: {err:?}; sysrq: {sysrq:?}")
     })
     .await
-    .map_err(|e| {
-        CommandError::new(
-            "CommandExecutionError",
-            500,
-            "Command execution failed",
-            e.to_string(),
-        )
-    })
+    .map_err(|e| CommandError::execution_failed(e.to_string()))
     .and_then(|msg| {
         Err(CommandError::new(
             "SystemRebootError",

@@ -80,16 +80,11 @@ pub async fn execute_step(
         .and_then(Value::as_str)
         .map(str::to_string)
     else {
-        return Err(CommandError::new(
-            "CommandExecutionError",
-            500,
-            "Command execution failed",
-            format!(
-                "Malformed {}_step, no \"step\" key: {}",
-                kind.as_str(),
-                p.step
-            ),
-        ));
+        return Err(CommandError::execution_failed(format!(
+            "Malformed {}_step, no \"step\" key: {}",
+            kind.as_str(),
+            p.step
+        )));
     };
     let mut args = p.extra;
     if let Some(Value::Object(step_args)) = p.step.get("args") {
