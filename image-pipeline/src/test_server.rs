@@ -3,8 +3,8 @@
 //! servers that ignore Range, files that change under the client. It also answers
 //! absolute-form requests, so it can stand in for a proxy.
 //!
-//! Binds 127.0.0.1 on an ephemeral port; one thread per connection; every response closes its
-//! connection; stops when dropped. Every request is recorded for assertions.
+//! Binds 127.0.0.1 (or a given address) on an ephemeral port; one thread per connection; every
+//! response closes its connection; stops when dropped. Every request is recorded for assertions.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -49,6 +49,9 @@ pub struct Faults {
     pub no_validators: bool,
     /// Partial (206) responses carry this many bytes more than their Content-Range says.
     pub overlong_ranges: Option<u64>,
+    /// Faults apply to GET requests only, and only GETs count as requests: a HEAD (Ironic's
+    /// conductor checking the URL before a deploy) is answered as if there were no faults.
+    pub get_only: bool,
 }
 
 impl Faults {
@@ -103,6 +106,10 @@ impl Faults {
     }
     pub fn no_validators(mut self) -> Faults {
         self.no_validators = true;
+        self
+    }
+    pub fn get_only(mut self) -> Faults {
+        self.get_only = true;
         self
     }
 }
@@ -182,14 +189,24 @@ pub enum TlsMode {
 impl TestServer {
     /// Starts a server on 127.0.0.1 and an ephemeral port.
     pub fn start() -> std::io::Result<TestServer> {
-        Self::start_with(None, None)
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Starts a plain HTTP server on `addr` (port 0: an ephemeral port), e.g. the host end of
+    /// a test's network namespace.
+    pub fn start_on(addr: SocketAddr) -> std::io::Result<TestServer> {
+        Self::start_with(addr, None, None)
     }
 
     /// Starts an HTTPS server whose certificate (for IP 127.0.0.1) is issued by a fresh test
     /// CA; [`TestServer::ca_pem`] returns that CA.
     pub fn start_tls(mode: TlsMode) -> std::io::Result<TestServer> {
         let (config, ca_pem) = tls_config(mode).map_err(std::io::Error::other)?;
-        Self::start_with(Some(Arc::new(config)), Some(ca_pem))
+        Self::start_with(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            Some(Arc::new(config)),
+            Some(ca_pem),
+        )
     }
 
     /// The CA that issued an HTTPS server's certificate (PEM).
@@ -198,10 +215,11 @@ impl TestServer {
     }
 
     fn start_with(
+        bind: SocketAddr,
         tls: Option<Arc<rustls::ServerConfig>>,
         ca_pem: Option<String>,
     ) -> std::io::Result<TestServer> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let listener = TcpListener::bind(bind)?;
         let addr = listener.local_addr()?;
         let inner = Arc::new(Inner {
             tls,
@@ -269,7 +287,7 @@ impl TestServer {
         self.addr
     }
 
-    /// `http(s)://127.0.0.1:<port>` followed by `path_and_query`.
+    /// `http(s)://<address>:<port>` followed by `path_and_query`.
     pub fn url(&self, path_and_query: &str) -> String {
         let scheme = if self.inner.tls.is_some() {
             "https"
@@ -487,8 +505,12 @@ fn handle(inner: &Inner, mut conn: impl Conn) -> std::io::Result<()> {
     let Some(served) = served else {
         return simple(&mut conn, 404, "Not Found", "not found\n", "");
     };
-    let n = served.hits.fetch_add(1, Ordering::SeqCst);
-    let f = &served.faults;
+    let no_faults = Faults::none();
+    let (n, f) = if served.faults.get_only && req.method == "HEAD" {
+        (0, &no_faults)
+    } else {
+        (served.hits.fetch_add(1, Ordering::SeqCst), &served.faults)
+    };
     let late = f.status_from.filter(|(_, k)| n >= *k).map(|(c, _)| c);
     if let Some(code) = active(&f.status, n).or(late) {
         // Echo the target: a careless client would copy it into its error message.
