@@ -62,6 +62,9 @@ pub enum PipelineError {
     Checksum(#[from] ChecksumError),
     #[error(transparent)]
     Sink(#[from] SinkError),
+    /// Preparing the target (the [`BeforeWrite`] step) failed.
+    #[error(transparent)]
+    Target(Box<dyn std::error::Error + Send + Sync>),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -90,6 +93,10 @@ const SNIFF_BYTES: usize = 64 << 10;
 const HASH_QUEUE: usize = 8;
 const WRITE_QUEUE: usize = 8;
 
+/// Runs once, after the image was recognised and found to fit and before anything is
+/// written: the place to lay out partitions for a partition image.
+pub type BeforeWrite<'a> = Box<dyn FnOnce() -> Result<(), PipelineError> + 'a>;
+
 /// Streams the image from `source` into `writer`, verifying it against `expected`.
 pub fn run(
     mut source: Box<dyn ChunkSource>,
@@ -97,21 +104,23 @@ pub fn run(
     expected: &ExpectedChecksum,
     open: DecoderFactory<'_>,
     writer: DiskWriter,
+    before_write: Option<BeforeWrite<'_>>,
 ) -> Result<Report, PipelineError> {
     let started = Instant::now();
     let fits = writer.capacity_check();
     let (op_tx, op_rx) = sync_channel::<WriteOp>(WRITE_QUEUE);
     let writer_thread = spawn_writer(writer, op_rx);
+    let mut before_write = before_write;
+    let job = Job {
+        image_id,
+        expected,
+        open,
+        fits: &fits,
+        op_tx: &op_tx,
+        started,
+    };
     let outcome = loop {
-        match stream(
-            source.as_mut(),
-            image_id,
-            expected,
-            open,
-            &fits,
-            &op_tx,
-            started,
-        ) {
+        match stream(source.as_mut(), &job, &mut before_write) {
             Err(Attempt::Restart(why)) => {
                 tracing::warn!(image = image_id, reason = %why, "the image changed on the server; streaming it again from the start");
             }
@@ -170,16 +179,30 @@ fn next(source: &mut dyn ChunkSource) -> Result<Option<Bytes>, Attempt> {
     }
 }
 
+/// What every pass over the file shares.
+struct Job<'a> {
+    image_id: &'a str,
+    expected: &'a ExpectedChecksum,
+    open: DecoderFactory<'a>,
+    fits: &'a CapacityCheck,
+    op_tx: &'a SyncSender<WriteOp>,
+    started: Instant,
+}
+
 /// One pass over the file, from byte 0.
 fn stream(
     source: &mut dyn ChunkSource,
-    image_id: &str,
-    expected: &ExpectedChecksum,
-    open: DecoderFactory<'_>,
-    fits: &CapacityCheck,
-    op_tx: &SyncSender<WriteOp>,
-    started: Instant,
+    job: &Job<'_>,
+    before_write: &mut Option<BeforeWrite<'_>>,
 ) -> Result<(DecodeSummary, u64, String), Attempt> {
+    let Job {
+        image_id,
+        expected,
+        open,
+        fits,
+        op_tx,
+        started,
+    } = *job;
     // Gather enough of the head to sniff; nothing is written before the decoder exists.
     let mut pending = Vec::new();
     let mut head = Vec::new();
@@ -203,6 +226,9 @@ fn stream(
     } = open(&head, fetch.as_mut(), source.content_length())?;
     if let Some(needed) = target_size {
         fits.ensure_fits(needed)?;
+    }
+    if let Some(prepare) = before_write.take() {
+        prepare()?;
     }
     tracing::info!(image = image_id, target_size = ?target_size, "image format recognised; streaming");
 
@@ -385,7 +411,7 @@ mod tests {
         });
         let open = factory(Some("raw"));
         let writer = DiskWriter::open(target.path(), None).unwrap();
-        let report = run(src, "img", &sha256(&img), &open, writer).unwrap();
+        let report = run(src, "img", &sha256(&img), &open, writer, None).unwrap();
         assert_eq!(report.file_bytes, img.len() as u64);
         let after = std::fs::read(target.path()).unwrap();
         assert_eq!(&after[..img.len()], &img[..]);
@@ -405,7 +431,7 @@ mod tests {
         wrong.value = "0".repeat(64);
         let open = factory(Some("raw"));
         let writer = DiskWriter::open(target.path(), None).unwrap();
-        let err = run(src, "img", &wrong, &open, writer).unwrap_err();
+        let err = run(src, "img", &wrong, &open, writer, None).unwrap_err();
         assert!(matches!(err, PipelineError::Checksum(_)), "{err}");
         let after = std::fs::read(target.path()).unwrap();
         assert!(after[..1 << 20].iter().all(|b| *b == 0), "first MiB wiped");
@@ -423,7 +449,7 @@ mod tests {
         });
         let open = factory(Some("raw"));
         let writer = DiskWriter::open(target.path(), None).unwrap();
-        let err = run(src, "img", &sha256(&img), &open, writer).unwrap_err();
+        let err = run(src, "img", &sha256(&img), &open, writer, None).unwrap_err();
         assert!(err.to_string().contains("needs at least"), "{err}");
         assert!(std::fs::read(target.path())
             .unwrap()
@@ -456,7 +482,7 @@ mod tests {
         });
         let open = factory(Some("qcow2"));
         let writer = DiskWriter::open(target.path(), None).unwrap();
-        let report = run(src, "img", &sha256(&file), &open, writer).unwrap();
+        let report = run(src, "img", &sha256(&file), &open, writer, None).unwrap();
         assert_eq!(report.format, "qcow2");
         assert_eq!(report.image_size, 6 << 20);
         let after = std::fs::read(target.path()).unwrap();

@@ -11,7 +11,7 @@ use hardware_managers::generic::rescan;
 use hardware_managers::HardwareError;
 use image_pipeline::checksum::{validate_image_info, ChecksumError};
 use image_pipeline::format::{inspect, open_decoder, Opened};
-use image_pipeline::pipeline::{self, PipelineError};
+use image_pipeline::pipeline::{self, BeforeWrite, PipelineError};
 use image_pipeline::sink::DiskWriter;
 use image_pipeline::source::{
     redact_url, resolve_expected_checksum, start_download, BasicAuth, DownloadSettings,
@@ -85,8 +85,24 @@ pub fn prepare_image(
         None => None,
     };
 
+    // Partition images: the layout is planned now (it only depends on the node, image_info
+    // and the disk) and written once the image is known to fit its root partition.
+    let layout = if is_partition_image {
+        let target = open_target(agent, &disk)?;
+        let (plan, params) = plan_partitions(
+            agent,
+            &target,
+            &disk,
+            req.image_info,
+            &node,
+            configdrive.as_ref().map(|c| c.len() as u64),
+        )?;
+        Some((target, plan, params))
+    } else {
+        None
+    };
+
     let already = agent.cached_image_id().as_deref() == Some(raw_id.as_str());
-    let mut plan: Option<PartitionPlan> = None;
     if already && !req.force {
         tracing::info!(image = %image_id, "image already written to the disk; not writing it again");
     } else {
@@ -94,27 +110,31 @@ pub fn prepare_image(
         settings.image_id = image_id.clone();
         let expected = resolve_expected_checksum(&info, md5_enabled, &settings, runtime)
             .map_err(|e| checksum_error(e, &image_id))?;
-        let window = if is_partition_image {
-            let target = open_target(agent, &disk)?;
-            let p = layout_partitions(
-                agent,
-                &target,
-                &disk,
-                req.image_info,
-                &node,
-                configdrive.as_deref(),
-            )?;
-            let root = p.root();
-            plan = Some(p);
-            Some(root.offset..root.offset + root.len)
-        } else {
-            None
-        };
+        let window = layout.as_ref().map(|(_, plan, _)| {
+            let root = plan.root();
+            root.offset..root.offset + root.len
+        });
+        let before_write: Option<BeforeWrite<'_>> =
+            layout.as_ref().map(|(target, plan, params)| {
+                let cd = configdrive.as_deref();
+                let disk = disk.as_path();
+                Box::new(move || {
+                    apply_layout(agent, target, disk, plan, params, cd)
+                        .map_err(|e| PipelineError::Target(Box::new(e)))
+                }) as BeforeWrite<'_>
+            });
         let download = start_download(settings, runtime).map_err(source_error)?;
         let writer = DiskWriter::open(&disk, window).map_err(|e| write_error(&disk, e))?;
         let factory = decoder_factory(agent, &info);
-        let report = pipeline::run(Box::new(download), &image_id, &expected, &factory, writer)
-            .map_err(|e| pipeline_error(e, &image_id, &disk))?;
+        let report = pipeline::run(
+            Box::new(download),
+            &image_id,
+            &expected,
+            &factory,
+            writer,
+            before_write,
+        )
+        .map_err(|e| pipeline_error(e, &image_id, &disk))?;
         tracing::info!(
             image = %image_id, device = %disk.display(), format = %report.format,
             file_bytes = report.file_bytes, seconds = format!("{:.2}", report.seconds),
@@ -125,7 +145,7 @@ pub fn prepare_image(
     }
 
     let target = open_target(agent, &disk)?;
-    let uuids = if let Some(plan) = &plan {
+    let uuids = if let Some((_, plan, _)) = &layout {
         reread_partitions(&target)?;
         partition_image::partition_uuids(&target, &disk, plan)
             .map_err(|e| deployment_error(e.to_string()))?
@@ -197,15 +217,15 @@ fn reread_partitions(target: &DiskTarget) -> Result<(), HardwareError> {
     })
 }
 
-/// Partition images: IPA's `work_on_disk` layout, written before the image.
-fn layout_partitions(
+/// Partition images: IPA's `work_on_disk` layout, planned without writing anything.
+fn plan_partitions(
     agent: &Agent,
     target: &DiskTarget,
     disk: &Path,
     image_info: &Map<String, Value>,
     node: &ironic_protocol::Node,
-    configdrive: Option<&[u8]>,
-) -> Result<PartitionPlan, HardwareError> {
+    configdrive_len: Option<u64>,
+) -> Result<(PartitionPlan, PartitionImageParams), HardwareError> {
     let opts = &agent.config().options;
     let ramdisk_uefi = Path::new("/sys/firmware/efi").exists();
     let mut params = PartitionImageParams::from_image_info(
@@ -222,10 +242,23 @@ fn layout_partitions(
         &disk.display().to_string(),
         target.len(),
         target.sector_size(),
-        configdrive.map(|c| c.len() as u64),
+        configdrive_len,
     )
     .map_err(|e| ipa(e.ipa_type(), 500, "Deploy step failed", e.to_string()))?;
-    let applied = partition_image::apply(target, &plan, &params, configdrive)
+    Ok((plan, params))
+}
+
+/// Writes the planned partition table, ESP, swap and config drive, then formats the
+/// ephemeral partition once the kernel knows it.
+fn apply_layout(
+    agent: &Agent,
+    target: &DiskTarget,
+    disk: &Path,
+    plan: &PartitionPlan,
+    params: &PartitionImageParams,
+    configdrive: Option<&[u8]>,
+) -> Result<(), HardwareError> {
+    let applied = partition_image::apply(target, plan, params, configdrive)
         .map_err(|e| ipa(e.ipa_type(), 500, "Deploy step failed", e.to_string()))?;
     target
         .sync()
@@ -237,7 +270,7 @@ fn layout_partitions(
             .map_err(|e| ipa(e.ipa_type(), 500, "Deploy step failed", e.to_string()))?;
     }
     tracing::info!(device = %disk.display(), partitions = ?plan.roles(), "partition image layout written");
-    Ok(plan)
+    Ok(())
 }
 
 /// The decoder for the image: IPA's format policy, with the lookup's overrides.
@@ -443,6 +476,10 @@ fn pipeline_error(e: PipelineError, image_id: &str, disk: &Path) -> HardwareErro
             "The provided image is not valid for use",
             format!("image {image_id}: {e}"),
         ),
+        PipelineError::Target(e) => match e.downcast::<HardwareError>() {
+            Ok(hw) => *hw,
+            Err(other) => deployment_error(other.to_string()),
+        },
         PipelineError::Internal(e) => deployment_error(format!(
             "writing image {image_id} to {}: {e}",
             disk.display()
