@@ -37,6 +37,8 @@ declare -A PACKAGE_OF=(
   [qemu-img]=qemu-utils
   [zstd]=zstd
   [xz]=xz-utils
+  [genisoimage]=genisoimage
+  [sha256sum]=coreutils
 )
 missing=()
 for cmd in "${!PACKAGE_OF[@]}"; do

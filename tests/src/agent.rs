@@ -187,7 +187,13 @@ fn newest_source(workspace: &Path) -> Option<std::time::SystemTime> {
         }
     }
     let mut newest = None;
-    for krate in ["agent", "hardware-managers", "protocol"] {
+    for krate in [
+        "agent",
+        "hardware-managers",
+        "protocol",
+        "image-pipeline",
+        "disk-layout",
+    ] {
         walk(&workspace.join(krate).join("src"), &mut newest);
         walk(&workspace.join(krate).join("Cargo.toml"), &mut newest);
     }

@@ -8,12 +8,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use image_pipeline::test_server::TestServer;
+
 use crate::agent::{Agent, AgentOptions};
 use crate::diagnostics::{print_report, tail, tail_filtered, Section};
 use crate::ironic::{Ironic, IronicConfig};
 use crate::ironic_api::{IronicClient, Node, NodeSpec, Provision};
 use crate::loopdev::{Fill, LoopDisk};
 use crate::netns::NetNs;
+use crate::nginx::Nginx;
 use crate::testdir::TestDir;
 use crate::{cmd, probe};
 
@@ -33,9 +36,11 @@ pub struct Harness {
     started: Instant,
     node: Option<String>,
     agent_starts: usize,
-    // Dropped in this order: the agent first (it uses the disks and the namespace), the
-    // temp dir last.
+    // Dropped in this order: the agent first (it uses the disks, the namespace and the image
+    // servers), the image servers (bound to the namespace's host address), the temp dir last.
     agent: Option<Agent>,
+    nginx: Option<Nginx>,
+    fault_server: Option<TestServer>,
     ironic: Ironic,
     netns: NetNs,
     disks: Vec<LoopDisk>,
@@ -60,6 +65,8 @@ impl Harness {
                 node: None,
                 agent_starts: 0,
                 agent: None,
+                nginx: None,
+                fault_server: None,
                 ironic,
                 netns,
                 disks: Vec::new(),
@@ -158,6 +165,52 @@ impl Harness {
 
     pub fn disk_mut(&mut self, index: usize) -> &mut LoopDisk {
         &mut self.disks[index]
+    }
+
+    /// Starts nginx on the namespace's host address (a free port), serving `<dir>/www`; see
+    /// [`Nginx::root`] and [`Nginx::url`].
+    pub fn start_nginx(&mut self) -> Result<&Nginx> {
+        let addr = self.netns.host_addr();
+        let dir = self.dir.join("image-server");
+        let mut last = None;
+        // The port is free when chosen, but another test may take it before nginx binds it.
+        for _ in 0..5 {
+            let port = free_port(addr)?;
+            match Nginx::start(&dir, addr, port) {
+                Ok(n) => {
+                    self.progress(&format!(
+                        "nginx serving {} on {addr}:{port}",
+                        n.root().display()
+                    ));
+                    return Ok(self.nginx.insert(n));
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("nginx did not start")))
+    }
+
+    pub fn nginx(&self) -> Result<&Nginx> {
+        self.nginx.as_ref().context("nginx was not started")
+    }
+
+    /// Starts the fault-injecting image server of `image_pipeline` on the namespace's host
+    /// address. The harness owns it so that it stops before the address goes away.
+    pub fn start_fault_server(&mut self) -> Result<&TestServer> {
+        let addr = std::net::SocketAddr::from((self.netns.host_addr(), 0));
+        let server = TestServer::start_on(addr)
+            .with_context(|| format!("starting the fault-injecting image server on {addr}"))?;
+        self.progress(&format!(
+            "fault-injecting image server on {}",
+            server.addr()
+        ));
+        Ok(self.fault_server.insert(server))
+    }
+
+    pub fn fault_server(&self) -> Result<&TestServer> {
+        self.fault_server
+            .as_ref()
+            .context("the fault-injecting server was not started")
     }
 
     /// Creates the node and a port with the namespace NIC's MAC.
@@ -338,6 +391,21 @@ impl Harness {
                 &["futurist.periodics", "- GET /v1/nodes/", "oslo_config_glue"],
             ),
         ));
+        if let Some(n) = &self.nginx {
+            sections.push(Section::new("nginx access log", n.access_log()));
+            sections.push(Section::new("nginx error log", n.error_log()));
+        }
+        if let Some(server) = &self.fault_server {
+            let lines: Vec<String> = server
+                .requests()
+                .iter()
+                .map(|r| format!("{} {} range={}", r.method, r.path, r.range().unwrap_or("-")))
+                .collect();
+            sections.push(Section::new(
+                "fault-injecting server requests (query strings left out)",
+                lines.join("\n"),
+            ));
+        }
         sections.push(Section::new(
             format!("namespace {}", self.netns.name()),
             cmd::stdout("ip", &["-n", self.netns.name(), "-br", "addr"])
@@ -378,6 +446,13 @@ impl Drop for Harness {
             self.report(&heading);
         }
     }
+}
+
+/// A TCP port on `addr` that nobody listens on right now.
+fn free_port(addr: std::net::Ipv4Addr) -> Result<u16> {
+    let l = std::net::TcpListener::bind((addr, 0))
+        .with_context(|| format!("finding a free port on {addr}"))?;
+    Ok(l.local_addr()?.port())
 }
 
 fn progress(started: Instant, message: &str) {

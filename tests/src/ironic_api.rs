@@ -81,6 +81,11 @@ pub struct NodeSpec {
     pub cpus: u32,
     pub local_gb: u64,
     pub cpu_arch: String,
+    /// `properties.root_device`: root device hints, e.g. `{"name": "/dev/loop7"}`.
+    pub root_device: Option<Value>,
+    /// `properties.capabilities`, e.g. `boot_mode:uefi` (without it the agent lays out
+    /// partition images for the boot mode it runs in, as IPA does).
+    pub capabilities: Option<String>,
 }
 
 impl Default for NodeSpec {
@@ -91,13 +96,15 @@ impl Default for NodeSpec {
             cpus: 1,
             local_gb: 1,
             cpu_arch: "x86_64".into(),
+            root_device: None,
+            capabilities: None,
         }
     }
 }
 
 impl NodeSpec {
     pub fn to_json(&self) -> Value {
-        json!({
+        let mut v = json!({
             "name": self.name,
             "driver": "fake-hardware",
             "boot_interface": "fake",
@@ -114,12 +121,19 @@ impl NodeSpec {
                 // Lenovo + UEFI (bug 2053064 quirk), which lets a direct deploy finish.
                 "vendor": "lenovo",
             },
-        })
+        });
+        if let Some(hints) = &self.root_device {
+            v["properties"]["root_device"] = hints.clone();
+        }
+        if let Some(caps) = &self.capabilities {
+            v["properties"]["capabilities"] = json!(caps);
+        }
+        v
     }
 }
 
 /// A provision-state change request (`PUT /v1/nodes/<id>/states/provision`).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Provision {
     Manage,
     Provide,
@@ -128,9 +142,31 @@ pub enum Provision {
     Clean(Vec<Value>),
     /// `active`: deploy the node's `instance_info`.
     Deploy,
+    /// `active` with a config drive: gzipped and base64-encoded ISO 9660 or VFAT data (a
+    /// string), or a JSON object Ironic builds the drive from.
+    DeployWithConfigdrive(Value),
     /// `deleted`: undeploy (then automated cleaning).
     Undeploy,
     Abort,
+}
+
+/// Short: a config drive is shown by its size only.
+impl std::fmt::Debug for Provision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Provision::Manage => f.write_str("Manage"),
+            Provision::Provide => f.write_str("Provide"),
+            Provision::Clean(steps) => f.debug_tuple("Clean").field(steps).finish(),
+            Provision::Deploy => f.write_str("Deploy"),
+            Provision::DeployWithConfigdrive(cd) => write!(
+                f,
+                "DeployWithConfigdrive({} characters)",
+                cd.to_string().len()
+            ),
+            Provision::Undeploy => f.write_str("Undeploy"),
+            Provision::Abort => f.write_str("Abort"),
+        }
+    }
 }
 
 impl Provision {
@@ -140,6 +176,9 @@ impl Provision {
             Provision::Provide => json!({"target": "provide"}),
             Provision::Clean(steps) => json!({"target": "clean", "clean_steps": steps}),
             Provision::Deploy => json!({"target": "active"}),
+            Provision::DeployWithConfigdrive(cd) => {
+                json!({"target": "active", "configdrive": cd})
+            }
             Provision::Undeploy => json!({"target": "deleted"}),
             Provision::Abort => json!({"target": "abort"}),
         }

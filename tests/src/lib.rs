@@ -11,9 +11,12 @@
 pub mod agent;
 pub mod cleaning;
 pub mod cmd;
+pub mod deploy;
 pub mod diagnostics;
+pub mod gpt;
 pub mod harness;
 pub mod http;
+pub mod images;
 pub mod ironic;
 pub mod ironic_api;
 pub mod loopdev;

@@ -10,6 +10,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -157,6 +158,58 @@ impl LoopDisk {
             }
         }
         Ok(())
+    }
+
+    /// `len` bytes at `offset`, as the loop driver has written them to the backing file.
+    pub fn read_at(&self, offset: u64, len: u64) -> Result<Vec<u8>> {
+        self.flush()?;
+        let mut buf = vec![0u8; len as usize];
+        File::open(&self.backing)
+            .and_then(|f| f.read_exact_at(&mut buf, offset))
+            .with_context(|| {
+                format!(
+                    "reading {len} bytes at {offset} of {}",
+                    self.backing.display()
+                )
+            })?;
+        Ok(buf)
+    }
+
+    /// Writes `data` at `offset` through the device (e.g. a previous tenant's bytes).
+    pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.device)
+            .with_context(|| format!("opening {}", self.device.display()))?;
+        f.write_all_at(data, offset)
+            .and_then(|()| f.sync_all())
+            .with_context(|| format!("writing at {offset} of {}", self.device.display()))?;
+        Ok(())
+    }
+
+    /// The byte ranges of the backing file that hold data (`SEEK_DATA`/`SEEK_HOLE`): on a
+    /// sparse disk, everything written so far, rounded out to filesystem blocks. Ranges
+    /// zeroed with `BLKZEROOUT` may show up as holes.
+    pub fn data_extents(&self) -> Result<Vec<std::ops::Range<u64>>> {
+        use nix::unistd::{lseek, Whence};
+        self.flush()?;
+        let f = File::open(&self.backing)?;
+        let fd = &f;
+        let mut out = Vec::new();
+        let mut at: i64 = 0;
+        let end = self.size as i64;
+        while at < end {
+            let start = match lseek(fd, at, Whence::SeekData) {
+                Ok(s) => s,
+                // ENXIO: no data after `at`.
+                Err(nix::errno::Errno::ENXIO) => break,
+                Err(e) => return Err(e).context("lseek SEEK_DATA"),
+            };
+            let stop = lseek(fd, start, Whence::SeekHole).context("lseek SEEK_HOLE")?;
+            out.push(start as u64..stop as u64);
+            at = stop;
+        }
+        Ok(out)
     }
 
     /// The whole disk's bytes, as the loop driver has written them to the backing file.

@@ -49,7 +49,12 @@ impl Nginx {
             .stderr(std::fs::File::create(log_dir.join("stderr.log"))?)
             .spawn()
             .context("starting nginx (Debian package nginx)")?;
-        let mut n = Nginx { child, base_url: format!("http://{addr}:{port}"), root, log_dir };
+        let mut n = Nginx {
+            child,
+            base_url: format!("http://{addr}:{port}"),
+            root,
+            log_dir,
+        };
         n.wait_ready(addr, port)?;
         Ok(n)
     }
@@ -65,7 +70,10 @@ impl Nginx {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        bail!("nginx did not listen on {addr}:{port}: {}", self.error_log())
+        bail!(
+            "nginx did not listen on {addr}:{port}: {}",
+            self.error_log()
+        )
     }
 
     /// Where files to serve go.
@@ -130,7 +138,10 @@ mod tests {
         let n = Nginx::start(dir.path(), Ipv4Addr::LOCALHOST, port).unwrap();
         std::fs::write(n.root().join("img.raw"), b"hello image").unwrap();
         let url = format!("{}?temp_url_sig=abc&temp_url_expires=1", n.url("img.raw"));
-        let out = std::process::Command::new("curl").args(["-sf", &url]).output().unwrap();
+        let out = std::process::Command::new("curl")
+            .args(["-sf", &url])
+            .output()
+            .unwrap();
         assert_eq!(out.stdout, b"hello image");
     }
 }
