@@ -210,6 +210,15 @@ pub fn run_deploy(
     ))
 }
 
+/// Undeploys an `active` node back to `available` (`deleted`). The agent is stopped first,
+/// as the machine reboots; with automated cleaning off (see [`ironic_config`]) Ironic needs
+/// no agent on the way back.
+pub fn undeploy(h: &mut Harness) -> Result<Node> {
+    h.stop_agent();
+    h.provision(Provision::Undeploy)?;
+    h.wait_for("available", Duration::from_secs(60))
+}
+
 /// Ironic's messages about the deploy, from its log and `last_error`, for assertions.
 pub fn last_error(node: &Node) -> Result<&str> {
     node.last_error
