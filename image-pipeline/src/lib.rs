@@ -7,6 +7,7 @@
 //! [`qcow2`]); the [`sink`] writes them to the target in large aligned blocks, holding the
 //! first MiB back until everything else is on disk and verified.
 
+pub mod buffer_pool;
 pub mod checksum;
 pub mod decoder;
 pub mod format;

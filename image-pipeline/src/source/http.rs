@@ -4,7 +4,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+
+use crate::buffer_pool::{BufferPool, PoolBuf};
 use reqwest::StatusCode;
 use tokio::sync::{mpsc, oneshot};
 
@@ -69,7 +71,9 @@ pub(crate) struct Engine {
     received: u64,
     /// Bytes handed to the channel.
     delivered: u64,
-    buf: BytesMut,
+    /// Chunk buffers, reused once the pipeline is done with them.
+    pool: BufferPool,
+    buf: PoolBuf,
 }
 
 impl Engine {
@@ -81,6 +85,10 @@ impl Engine {
         deadline: Deadline,
     ) -> Engine {
         let chunk = http.settings.chunk_size;
+        // Chunks live in this queue, then in the pipeline's hashing and writing queues: keep
+        // enough idle buffers to cover all of them.
+        let pool = BufferPool::new(chunk, http.settings.queue_depth * 4);
+        let buf = pool.get();
         Engine {
             http,
             shared,
@@ -89,7 +97,8 @@ impl Engine {
             deadline,
             received: 0,
             delivered: 0,
-            buf: BytesMut::with_capacity(chunk),
+            pool,
+            buf,
         }
     }
 
@@ -303,7 +312,6 @@ impl Engine {
     ) -> Result<Round, Failure> {
         let start = self.received;
         let total = self.total();
-        let chunk_size = self.http.settings.chunk_size;
         loop {
             let piece = match self
                 .http
@@ -351,16 +359,14 @@ impl Engine {
                     }));
                 }
             }
-            // One copy: network pieces into chunk-sized buffers.
+            // One copy: network pieces into chunk-sized, page-aligned pool buffers.
             let mut data = &piece[..];
             while !data.is_empty() {
-                let n = (chunk_size - self.buf.len()).min(data.len());
-                self.buf.extend_from_slice(&data[..n]);
+                let n = self.buf.extend_from_slice(data);
                 data = &data[n..];
                 self.received += n as u64;
-                if self.buf.len() == chunk_size {
-                    let full =
-                        std::mem::replace(&mut self.buf, BytesMut::with_capacity(chunk_size));
+                if self.buf.is_full() {
+                    let full = std::mem::replace(&mut self.buf, self.pool.get());
                     self.deliver(Ok(full.freeze())).await?;
                 }
             }
@@ -370,7 +376,7 @@ impl Engine {
 
     async fn flush_partial(&mut self) -> Result<(), Failure> {
         if !self.buf.is_empty() {
-            let rest = std::mem::take(&mut self.buf);
+            let rest = std::mem::replace(&mut self.buf, self.pool.get());
             self.deliver(Ok(rest.freeze())).await?;
         }
         self.shared.stats().bytes = self.received;
