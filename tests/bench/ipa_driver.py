@@ -55,6 +55,11 @@ def main():
     wall = time.perf_counter() - started
     me = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # ru_maxrss of this process would include the peak of the process that spawned it
+    # (posix_spawn shares its memory until exec); VmHWM is this process's own peak.
+    with open('/proc/self/status') as status:
+        own_peak_kib = next(int(line.split()[1]) for line in status
+                            if line.startswith('VmHWM:'))
     cached = os.path.join('/tmp', image_id)
     temp_bytes = os.path.getsize(cached) if os.path.exists(cached) else 0
     if os.path.exists(cached):
@@ -62,7 +67,7 @@ def main():
     print('RESULT ' + json.dumps({
         'wall_s': wall,
         'cpu_s': me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime,
-        'max_rss_kib': max(me.ru_maxrss, kids.ru_maxrss),
+        'max_rss_kib': max(own_peak_kib, kids.ru_maxrss),
         'temp_file_bytes': temp_bytes,
     }), flush=True)
 

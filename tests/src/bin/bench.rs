@@ -402,28 +402,32 @@ fn sha256_file(path: &Path) -> Result<String> {
     }
 }
 
-/// The hasher's speed on data already in memory, and the image's digest.
+/// The hasher's speed on data already in memory (the image's first 512 MiB), and the
+/// image's digest.
 fn hash_ceiling(raw: &Path) -> Result<(String, Row)> {
-    let data = std::fs::read(raw)?;
+    use std::io::Read;
+    let mut data = Vec::new();
+    std::fs::File::open(raw)?
+        .take(512 << 20)
+        .read_to_end(&mut data)?;
     let mut row = Row {
         what: "ceiling: sha256 (our hasher, one core)".into(),
         bytes: data.len() as u64,
         runs: vec![],
         note: String::new(),
     };
-    let mut digest = String::new();
     for _ in 0..3 {
         let t = Instant::now();
         let mut h = Algorithm::Sha256.hasher();
         h.update(&data);
-        digest = h.finalize_hex();
+        let _ = h.finalize_hex();
         row.runs.push(Measure {
             seconds: t.elapsed().as_secs_f64(),
             cpu_s: None,
             rss_mib: None,
         });
     }
-    Ok((digest, row))
+    Ok((sha256_file(raw)?, row))
 }
 
 fn free_port() -> Result<u16> {
