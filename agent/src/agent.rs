@@ -61,6 +61,18 @@ impl Agent {
         logs: LogBuffer,
         extensions: Vec<(&'static str, Vec<crate::commands::CommandDef>)>,
     ) -> anyhow::Result<Arc<Agent>> {
+        Self::build(config, logs, extensions, None)
+    }
+
+    /// The agent with its extensions, the built-in hardware managers, the operator's compiled-in
+    /// managers (`plugins`, see [`crate::plugins`]) and the external managers of
+    /// `config.managers_dir`. A broken external manifest or a name used twice stops start-up.
+    pub fn build(
+        config: Config,
+        logs: LogBuffer,
+        extensions: Vec<(&'static str, Vec<crate::commands::CommandDef>)>,
+        plugins: Option<crate::plugins::ManagerFactory>,
+    ) -> anyhow::Result<Arc<Agent>> {
         let guard = DeviceGuard::detect(&config.allow_devices)?;
         if guard.in_ramdisk() {
             tracing::info!("running in a ramdisk: all local devices are available to steps");
@@ -81,6 +93,25 @@ impl Agent {
                 guard_special_filesystems: config.options.guard_special_filesystems,
             },
         );
+        let mut extra: Vec<Box<dyn HardwareManager>> = Vec::new();
+        if let Some(factory) = plugins {
+            extra.extend(factory(&crate::plugins::ManagerContext {
+                guard: &guard,
+                config: &config,
+            }));
+        }
+        for m in hardware_managers::external::load_dir(&config.managers_dir, &guard)
+            .context("loading external hardware managers")?
+        {
+            extra.push(Box::new(m));
+        }
+        crate::plugins::check_unique(
+            &[(
+                GenericHardwareManager::NAME,
+                GenericHardwareManager::VERSION_NAME,
+            )],
+            &extra,
+        )?;
         let runtime = tokio::runtime::Handle::try_current()
             .context("the agent must be created inside its async runtime")?;
         let token = config.options.agent_token.as_ref().map(|s| s.0.clone());
@@ -92,6 +123,8 @@ impl Agent {
                     runtime.clone(),
                 )),
             ];
+            let managers: Vec<Box<dyn HardwareManager>> =
+                managers.into_iter().chain(extra).collect();
             // Managers::new fails only when no manager supports the machine, and the generic
             // one supports every machine.
             let managers =

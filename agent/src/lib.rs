@@ -9,4 +9,9 @@ pub mod config;
 pub mod deploy;
 pub mod extensions;
 pub mod logging;
+pub mod plugins;
+mod run;
 pub mod tls;
+
+pub use plugins::{ManagerContext, ManagerFactory};
+pub use run::{run, run_with, run_with_managers};

@@ -83,6 +83,39 @@ impl Managers {
         self.dispatch(name, |m| m.execute_step(name, call))
     }
 
+    /// The definition of step `name` of `kind` as the conductor sees it: the winner of the
+    /// de-duplicated step lists ([`Managers::steps`]). `None` when no manager advertises it.
+    pub fn step_definition(
+        &self,
+        kind: StepKind,
+        name: &str,
+        node: &Node,
+        ports: &[Value],
+    ) -> Option<Step> {
+        self.steps(kind, node, ports)
+            .into_values()
+            .flatten()
+            .find(|s| s.step == name)
+    }
+
+    /// The conductor's `execute_*_step`: checks the step's own arguments (`step.args`, the
+    /// part `argsinfo` describes) against the advertised definition, then dispatches with
+    /// `call` (whose `args` may carry further command parameters). A step nobody advertises is
+    /// dispatched unchecked, so that a manager handling a step it does not list still works
+    /// and an unknown step still fails with IPA's `HardwareManagerMethodNotFound`.
+    pub fn execute_step_checked(
+        &self,
+        kind: StepKind,
+        name: &str,
+        step_args: &serde_json::Map<String, Value>,
+        call: &StepCall<'_>,
+    ) -> Result<Value, HardwareError> {
+        if let Some(def) = self.step_definition(kind, name, call.node, call.ports) {
+            crate::argsinfo::validate_args(kind, &def, step_args)?;
+        }
+        self.execute_step(name, call)
+    }
+
     pub fn list_block_devices(
         &self,
         include_partitions: bool,

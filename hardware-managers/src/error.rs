@@ -65,6 +65,11 @@ pub enum HardwareError {
     /// Step arguments that do not fit the step.
     #[error("{0}")]
     InvalidArguments(String),
+
+    /// A step that failed for a reason of its own, e.g. an external manager's command that
+    /// exited non-zero; reported as the generic error of the step's kind (`CleaningError`...).
+    #[error("{0}")]
+    StepFailed(String),
 }
 
 impl HardwareError {
@@ -96,7 +101,9 @@ impl HardwareError {
             HardwareError::BlockDeviceErase(_) => Some("BlockDeviceEraseError"),
             HardwareError::InvalidArguments(_) => Some("InvalidCommandParamsError"),
             HardwareError::DeviceNotFound(_) => Some("DeviceNotFound"),
-            HardwareError::DeviceNotAllowed { .. } | HardwareError::Io { .. } => None,
+            HardwareError::DeviceNotAllowed { .. }
+            | HardwareError::Io { .. }
+            | HardwareError::StepFailed(_) => None,
         }
     }
 

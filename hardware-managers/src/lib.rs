@@ -11,8 +11,10 @@
 //! operator allowed explicitly may be touched, so running the agent on a workstation cannot
 //! wipe the workstation.
 
+pub mod argsinfo;
 mod dispatch;
 mod error;
+pub mod external;
 pub mod generic;
 mod guard;
 mod manager;

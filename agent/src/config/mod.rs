@@ -100,6 +100,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Also write the log here (it is part of `log.collect_system_logs`).
     pub log_file: Option<PathBuf>,
+    /// Manifests of external hardware managers (`*.toml`, `*.json`).
+    pub managers_dir: PathBuf,
 }
 
 impl Config {
@@ -171,6 +173,10 @@ impl Config {
                 .cloned()
                 .unwrap_or_else(|| PathBuf::from("/run/ironic-python-agent")),
             log_file: matches.get_one::<PathBuf>("log-file").cloned(),
+            managers_dir: matches
+                .get_one::<PathBuf>("managers-dir")
+                .cloned()
+                .unwrap_or_else(|| PathBuf::from(hardware_managers::external::DEFAULT_DIR)),
         })
     }
 }
@@ -247,6 +253,17 @@ pub fn command() -> clap::Command {
                 .value_name("DIR")
                 .value_parser(clap::value_parser!(PathBuf))
                 .help("Directory for generated state such as the auto-TLS certificate [default: /run/ironic-python-agent]"),
+        )
+        .arg(
+            Arg::new("managers-dir")
+                .long("managers-dir")
+                .value_name("DIR")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help(format!(
+                    "Directory of external hardware manager manifests (*.toml, *.json) \
+                     [default: {}]",
+                    hardware_managers::external::DEFAULT_DIR
+                )),
         )
         .arg(
             Arg::new("log-file")

@@ -86,15 +86,19 @@ pub async fn execute_step(
             p.step
         )));
     };
+    let step_args = match p.step.get("args") {
+        Some(Value::Object(a)) => a.clone(),
+        _ => Map::new(),
+    };
     let mut args = p.extra;
-    if let Some(Value::Object(step_args)) = p.step.get("args") {
-        args.extend(step_args.clone());
-    }
+    args.extend(step_args.clone());
     tracing::info!(kind = kind.as_str(), step = %name, "executing step");
     let (node, ports, step_name) = (p.node, p.ports, name.clone());
     let result = tokio::task::spawn_blocking(move || {
-        managers.execute_step(
+        managers.execute_step_checked(
+            kind,
             &step_name,
+            &step_args,
             &StepCall {
                 node: &node,
                 ports: &ports,
