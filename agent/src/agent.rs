@@ -208,6 +208,22 @@ impl Agent {
         self.lookup_config.read().expect("lookup lock").clone()
     }
 
+    /// What the inventory needs from the agent: `BOOTIF`, the conductor's
+    /// `agent_skip_bmc_detect` (known after lookup), `ipa-collect-lldp`/`ipa-lldp-timeout`.
+    pub fn inventory_request(&self) -> hardware_managers::InventoryRequest {
+        let opts = &self.config.options;
+        hardware_managers::InventoryRequest {
+            pxe_interface: self.config.bootif().map(str::to_string),
+            skip_bmc_detect: self
+                .lookup_config()
+                .and_then(|c| c.agent_skip_bmc_detect)
+                .unwrap_or(false),
+            lldp_timeout: opts
+                .collect_lldp
+                .then(|| Duration::from_secs_f64(opts.lldp_timeout.max(0.0))),
+        }
+    }
+
     pub fn partition_uuids(&self) -> Option<serde_json::Value> {
         self.partition_uuids.lock().expect("uuids lock").clone()
     }
@@ -255,11 +271,20 @@ impl Agent {
             tokio::time::sleep(Duration::from_secs(opts.hardware_initialization_delay)).await;
         }
         let macs = self.wait_for_nics().await;
-        if opts.inspection_callback_url.is_some() {
-            tracing::warn!("in-band inspection is not implemented in this version; skipping it and looking up the node");
+        // IPA's order: inspection before lookup; its node UUID helps lookup; its failure is
+        // logged and lookup goes on.
+        let mut inspected_uuid = None;
+        if crate::inspection::enabled(opts) {
+            match crate::inspection::inspect(&self).await {
+                Ok(uuid) => inspected_uuid = uuid,
+                Err(e) => tracing::error!("inspection failed: {e}; proceeding with lookup"),
+            }
         }
 
         if opts.api_url.0.is_empty() {
+            if opts.inspection_callback_url.is_some() {
+                tracing::info!("no ipa-api-url: lookup and heartbeats skipped after inspection");
+            }
             tracing::warn!("no ipa-api-url: serving the API without lookup or heartbeats");
             let listener = api::bind(&opts.listen_host, opts.listen_port)
                 .await
@@ -272,7 +297,7 @@ impl Agent {
         let lookup = conductor::lookup_node(
             &client,
             &macs,
-            None,
+            inspected_uuid.as_deref(),
             &LookupSettings {
                 timeout: Duration::from_secs(opts.lookup_timeout),
                 interval: Duration::from_secs(opts.lookup_interval.max(1)),

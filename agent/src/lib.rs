@@ -8,6 +8,7 @@ pub mod conductor;
 pub mod config;
 pub mod deploy;
 pub mod extensions;
+pub mod inspection;
 pub mod logging;
 pub mod plugins;
 mod run;

@@ -133,8 +133,21 @@ impl Managers {
         self.dispatch("list_network_interfaces", |m| m.list_network_interfaces())
     }
 
-    pub fn list_hardware_info(&self) -> Result<Inventory, HardwareError> {
-        self.dispatch("list_hardware_info", |m| m.list_hardware_info())
+    pub fn list_hardware_info(
+        &self,
+        request: &crate::InventoryRequest,
+    ) -> Result<Inventory, HardwareError> {
+        self.dispatch("list_hardware_info", |m| m.list_hardware_info(request))
+    }
+
+    pub fn collect_lldp_data(
+        &self,
+        interfaces: &[String],
+        timeout: std::time::Duration,
+    ) -> Result<BTreeMap<String, Vec<(u8, String)>>, HardwareError> {
+        self.dispatch("collect_lldp_data", |m| {
+            m.collect_lldp_data(interfaces, timeout)
+        })
     }
 
     /// `get_*_steps` over all managers, de-duplicated by step name with IPA's rules: the step

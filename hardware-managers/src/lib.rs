@@ -17,9 +17,11 @@ mod error;
 pub mod external;
 pub mod generic;
 mod guard;
+mod inventory;
 mod manager;
 
 pub use dispatch::Managers;
 pub use error::HardwareError;
 pub use guard::{running_in_ramdisk, DeviceGuard, GuardError};
+pub use inventory::InventoryRequest;
 pub use manager::{HardwareManager, StepCall, SupportLevel};

@@ -93,8 +93,25 @@ pub trait HardwareManager: Send + Sync {
         Err(HardwareError::NotHandled)
     }
 
-    /// The machine's inventory (IPA's `list_hardware_info`).
-    fn list_hardware_info(&self) -> Result<Inventory, HardwareError> {
+    /// The machine's inventory (IPA's `list_hardware_info`), with what the agent knows that
+    /// the manager cannot (`BOOTIF`, whether to skip the BMC, whether to capture LLDP).
+    fn list_hardware_info(
+        &self,
+        request: &crate::InventoryRequest,
+    ) -> Result<Inventory, HardwareError> {
+        let _ = request;
+        Err(HardwareError::NotHandled)
+    }
+
+    /// Raw LLDP TLVs seen on each of `interfaces` within `timeout` (IPA's
+    /// `collect_lldp_data`): `{name: [(type, hex value), ...]}`, an empty list for an
+    /// interface that saw no frame. Used by the `lldp` inspection collector.
+    fn collect_lldp_data(
+        &self,
+        interfaces: &[String],
+        timeout: std::time::Duration,
+    ) -> Result<std::collections::BTreeMap<String, Vec<(u8, String)>>, HardwareError> {
+        let _ = (interfaces, timeout);
         Err(HardwareError::NotHandled)
     }
 }

@@ -43,6 +43,12 @@ pub struct IronicClient {
 
 impl IronicClient {
     pub fn new(options: &Options) -> Result<Self, ClientError> {
+        Self::with_urls(options, options.api_url.0.clone())
+    }
+
+    /// A client with the API's TLS and request-id settings for other URLs (the inspection
+    /// callback).
+    pub fn with_urls(options: &Options, urls: Vec<String>) -> Result<Self, ClientError> {
         let timeout = Duration::from_secs(options.http_request_timeout.max(1));
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
@@ -79,7 +85,7 @@ impl IronicClient {
             http: builder
                 .build()
                 .map_err(|e| ClientError::Setup(e.to_string()))?,
-            urls: Mutex::new(options.api_url.0.clone()),
+            urls: Mutex::new(urls),
             request_id: options.global_request_id.clone(),
             version: tokio::sync::OnceCell::new(),
         };
@@ -175,6 +181,13 @@ impl IronicClient {
             .and_then(Value::as_str)
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| ClientError::BadReply("no default_version.version in GET /".into()))
+    }
+
+    /// POSTs `body` to the client's URLs themselves (failing over on connection errors) with
+    /// no API version header; the status and body of the first answer.
+    pub async fn post_to_urls(&self, body: &Value) -> Result<(u16, Vec<u8>), ClientError> {
+        let (status, reply) = self.send(Method::POST, "", None, Some(body)).await?;
+        Ok((status.as_u16(), reply))
     }
 
     /// One lookup attempt: `GET /v1/lookup?addresses=..[&node_uuid=..]`.

@@ -31,7 +31,7 @@ async fn collect_system_logs(agent: Arc<Agent>) -> Result<CommandValue, CommandE
     })))
 }
 
-fn build_bundle(agent: &Agent) -> std::io::Result<Vec<u8>> {
+pub(crate) fn build_bundle(agent: &Agent) -> std::io::Result<Vec<u8>> {
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     let mut tar = tar::Builder::new(gz);
     let mut add = |name: &str, data: &[u8]| -> std::io::Result<()> {

@@ -3,7 +3,7 @@
 mod clean;
 mod deploy;
 mod image;
-mod log;
+pub(crate) mod log;
 mod poll;
 mod rescue;
 mod service;

@@ -26,11 +26,11 @@ fn failed(details: String) -> CommandError {
 /// The inventory, with `boot.pxe_interface` from `BOOTIF` as IPA reports it (verbatim).
 async fn get_hardware_info(agent: Arc<Agent>) -> Result<CommandValue, CommandError> {
     let managers = agent.managers();
-    let mut inventory = tokio::task::spawn_blocking(move || managers.list_hardware_info())
+    let request = agent.inventory_request();
+    let inventory = tokio::task::spawn_blocking(move || managers.list_hardware_info(&request))
         .await
         .map_err(|e| failed(e.to_string()))?
         .map_err(|e| failed(format!("collecting the inventory: {e}")))?;
-    inventory.boot.pxe_interface = agent.config().bootif().map(str::to_string);
     serde_json::to_value(inventory)
         .map(CommandValue::Json)
         .map_err(|e| failed(e.to_string()))

@@ -1,6 +1,9 @@
 //! The generic hardware manager: what works on any Linux machine, from sysfs and procfs.
 
 pub mod block_devices;
+mod bmc;
+mod inventory;
+pub mod lldp;
 mod metadata_erase;
 mod network;
 mod overwrite_erase;
@@ -10,6 +13,7 @@ pub mod region;
 pub mod rescan;
 pub mod root_device;
 pub mod signatures;
+pub mod smbios;
 mod system_facts;
 
 use std::path::PathBuf;
@@ -145,25 +149,20 @@ impl HardwareManager for GenericHardwareManager {
         root_device::select_root_device(node, self.list_block_devices(false)?)
     }
 
-    /// Everything but the BMC (found in-band by a later manager or skipped) and the PXE
-    /// interface (known to the agent from `BOOTIF`).
-    fn list_hardware_info(&self) -> Result<Inventory, HardwareError> {
-        let src = system_facts::FactSources {
-            proc_root: std::path::Path::new("/proc"),
-            sys_root: self.guard.sys_root(),
-        };
-        Ok(Inventory {
-            interfaces: self.list_network_interfaces()?,
-            cpu: system_facts::cpu(&src),
-            disks: self.list_block_devices(false)?,
-            memory: system_facts::memory(&src),
-            bmc_address: None,
-            bmc_v6address: None,
-            bmc_mac: None,
-            system_vendor: system_facts::system_vendor(&src),
-            boot: system_facts::boot(&src),
-            hostname: system_facts::hostname(),
-        })
+    /// The whole inventory: see [`inventory`].
+    fn list_hardware_info(
+        &self,
+        request: &crate::InventoryRequest,
+    ) -> Result<Inventory, HardwareError> {
+        inventory::collect(self, std::path::Path::new("/proc"), request)
+    }
+
+    fn collect_lldp_data(
+        &self,
+        interfaces: &[String],
+        timeout: std::time::Duration,
+    ) -> Result<std::collections::BTreeMap<String, Vec<(u8, String)>>, HardwareError> {
+        Ok(lldp::collect(interfaces, timeout))
     }
 }
 
