@@ -294,6 +294,9 @@ impl Agent {
         }
 
         let client = Arc::new(IronicClient::new(opts)?);
+        if let Some(uuid) = &inspected_uuid {
+            tracing::info!(node = %uuid, "looking up the node inspection named");
+        }
         let lookup = conductor::lookup_node(
             &client,
             &macs,

@@ -88,7 +88,9 @@ enabled_power_interfaces = fake
 enabled_management_interfaces = fake
 enabled_network_interfaces = noop
 default_network_interface = noop
-enabled_inspect_interfaces = no-inspect
+# `agent` is in-band inspection by the ramdisk (nodes opt in with inspect_interface=agent).
+enabled_inspect_interfaces = no-inspect,agent
+default_inspect_interface = no-inspect
 enabled_console_interfaces = no-console
 enabled_bios_interfaces = no-bios
 enabled_raid_interfaces = no-raid,agent
@@ -140,6 +142,14 @@ post_deploy_get_power_state_retry_interval = 1
 
 [json_rpc]
 auth_strategy = noauth
+
+[inspector]
+# Ironic's defaults, plus the hooks that turn the inventory into node properties and
+# decode LLDP.
+hooks = $default_hooks,cpus,memory,root-device,boot-mode,pci-devices,parse-lldp
+# The harness boots the agent itself (fake boot interface), as a separate PXE environment
+# for discovery would: unmanaged inspection.
+require_managed_boot = false
 "#,
             host = self.host,
             port = self.port,

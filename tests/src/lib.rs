@@ -17,6 +17,7 @@ pub mod gpt;
 pub mod harness;
 pub mod http;
 pub mod images;
+pub mod inspection;
 pub mod ironic;
 pub mod ironic_api;
 pub mod loopdev;

@@ -107,6 +107,11 @@ impl NetNs {
         &self.name
     }
 
+    /// The host end of the veth (the "switch port" the machine's eth0 is plugged into).
+    pub fn host_if(&self) -> &str {
+        &self.host_if
+    }
+
     /// The namespace NIC's MAC, lower case.
     pub fn mac(&self) -> &str {
         &self.mac
