@@ -182,6 +182,18 @@ pub struct Inputs {
 pub fn build(inputs: &Inputs) -> Result<Report> {
     let config = &inputs.config;
     let compression = config.compression()?;
+    let agent_path = config.agent.binary.clone().context(
+        "no agent binary: [agent] binary or --agent (a static musl build of ironic-agent)",
+    )?;
+    let init_path =
+        config.agent.init.clone().context(
+            "no init: [agent] init or --init (a static musl build of ironic-agent-init)",
+        )?;
+    let agent = read(&agent_path, "the agent")?;
+    require_static("the agent", &agent_path, &agent)?;
+    let init = read(&init_path, "the init")?;
+    require_static("the init", &init_path, &init)?;
+    // The binaries are checked first: reading a kernel package takes seconds.
     let kernel = match (
         &config.kernel.deb,
         &config.kernel.vmlinuz,
@@ -195,17 +207,6 @@ pub fn build(inputs: &Inputs) -> Result<Report> {
         ),
         _ => bail!("[kernel]: give either deb, or vmlinuz and modules"),
     };
-    let agent_path = config.agent.binary.clone().context(
-        "no agent binary: [agent] binary or --agent (a static musl build of ironic-agent)",
-    )?;
-    let init_path =
-        config.agent.init.clone().context(
-            "no init: [agent] init or --init (a static musl build of ironic-agent-init)",
-        )?;
-    let agent = read(&agent_path, "the agent")?;
-    require_static("the agent", &agent_path, &agent)?;
-    let init = read(&init_path, "the init")?;
-    require_static("the init", &init_path, &init)?;
 
     let mut report = Report {
         name: config.name().to_string(),

@@ -10,7 +10,7 @@ use ironic_agent_build::build::{self, Inputs};
 use ironic_agent_build::config::{Config, ExtraFile};
 
 /// Builds the ironic-agent ramdisk: <name>.kernel, <name>.initramfs (reproducible newc cpio,
-/// zstd or gzip), boot.ipxe, <name>.manifest.json and SHA256SUMS. Flags override the config
+/// gzip or zstd), boot.ipxe, <name>.manifest.json and SHA256SUMS. Flags override the config
 /// file; without a config file the defaults apply (common NIC and storage drivers).
 #[derive(Parser, Debug)]
 #[command(name = "ironic-agent-build", version)]
@@ -48,7 +48,7 @@ struct Cli {
     /// URL prefix of the kernel and initramfs in the iPXE script (default: relative).
     #[arg(long)]
     http_url: Option<String>,
-    /// zstd or gzip.
+    /// gzip (default) or zstd.
     #[arg(long)]
     compression: Option<String>,
     /// Adds a file: PATH_IN_RAMDISK=SOURCE; repeatable.

@@ -33,6 +33,9 @@ const DEFAULT_HOSTNAME: &str = "ironic-agent";
 /// How long the agent start waits for a lease before starting anyway (the agent retries
 /// its lookup on its own; DHCP keeps trying in the background).
 const NETWORK_WAIT: Duration = Duration::from_secs(90);
+/// The agent's memory is logged this long after it starts (it has looked up its node and
+/// heartbeated by then), 25 s later, and then every ten minutes.
+const FIRST_REPORT: Duration = Duration::from_secs(5);
 
 static BOOT: OnceLock<Instant> = OnceLock::new();
 
@@ -650,7 +653,7 @@ fn supervise(config: &InitConfig) -> ! {
     let mut agent_started = Instant::now();
     let mut restart_at: Option<Instant> = None;
     let mut backoff = Duration::from_secs(2);
-    let mut next_report = Instant::now() + Duration::from_secs(15);
+    let mut next_report = Instant::now() + FIRST_REPORT;
     let mut rescue_started = false;
     loop {
         // Reap everything that exited.
@@ -696,7 +699,7 @@ fn supervise(config: &InitConfig) -> ! {
                         restart_at = Some(Instant::now() + backoff);
                         backoff = (backoff * 2).min(Duration::from_secs(30));
                     }
-                    next_report = Instant::now() + Duration::from_secs(15);
+                    next_report = Instant::now() + FIRST_REPORT;
                 }
             }
         }
@@ -710,8 +713,8 @@ fn supervise(config: &InitConfig) -> ! {
                 );
                 let since = agent_started.elapsed();
                 next_report = Instant::now()
-                    + if since < Duration::from_secs(120) {
-                        Duration::from_secs(60)
+                    + if since < Duration::from_secs(60) {
+                        Duration::from_secs(25)
                     } else {
                         Duration::from_secs(600)
                     };
