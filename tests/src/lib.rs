@@ -24,5 +24,8 @@ pub mod loopdev;
 pub mod netns;
 pub mod nginx;
 pub mod probe;
+pub mod qemu;
+pub mod qemu_deploy;
+pub mod ramdisk;
 pub mod regions;
 pub mod testdir;

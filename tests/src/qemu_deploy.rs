@@ -1,0 +1,710 @@
+//! The seed's job end to end on a QEMU machine: build the ramdisk, start Ironic, enroll the
+//! VM with its IPMI BMC, let Ironic clean it (automated cleaning, metadata erase) and deploy
+//! a raw whole-disk image to `active`, all through iPXE network boots of the ramdisk; then
+//! check the VM's disk file on the host. Shared by the test, the demo and the bench.
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, ensure, Context, Result};
+use serde_json::{json, Value};
+
+use crate::diagnostics::{print_report, tail, tail_filtered, Section};
+use crate::gpt::{self, Table};
+use crate::images::{self, WholeDiskImage};
+use crate::ironic_api::{IronicClient, Node};
+use crate::nginx::Nginx;
+use crate::qemu::{self, Bmc, QemuIronic, QemuNetNs, SerialLog, VmSpec};
+use crate::ramdisk::{self, Ramdisk};
+use crate::testdir::TestDir;
+
+const SECTOR: u64 = 512;
+/// The VM's disk: the agent picks the smallest disk of at least 4 GiB without hints.
+pub const DISK_SIZE: u64 = 5 << 30;
+/// Hard bound for each provisioning phase (each includes one TCG network boot).
+pub const PHASE_TIMEOUT: Duration = Duration::from_secs(420);
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Temp dir name part.
+    pub name: String,
+    /// Run automated cleaning (a first boot) before the deploy.
+    pub clean: bool,
+    /// `-m` of the VM.
+    pub memory_mib: u32,
+    /// Print the ramdisk's console lines (init and agent) as progress.
+    pub echo_console: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            name: "qemu-deploy".into(),
+            clean: true,
+            memory_mib: 512,
+            echo_console: false,
+        }
+    }
+}
+
+/// One boot of the ramdisk, measured.
+#[derive(Debug, Clone, Default)]
+pub struct Boot {
+    pub phase: String,
+    /// IPMI power-on (QEMU start) to the first heartbeat Ironic accepted.
+    pub power_on_to_heartbeat: Option<f64>,
+    /// The agent's memory, from the init's report on the console (kB).
+    pub agent_rss_kb: Option<u64>,
+    pub agent_hwm_kb: Option<u64>,
+    /// Seconds from QEMU start to the init's first line, and to the DHCP lease.
+    pub power_on_to_init: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub kernel_bytes: u64,
+    pub initramfs_bytes: u64,
+    pub agent_bytes: u64,
+    pub modules: usize,
+    pub build_seconds: f64,
+    pub boots: Vec<Boot>,
+    pub provide_seconds: Option<f64>,
+    pub deploy_seconds: f64,
+    pub total_seconds: f64,
+}
+
+/// Everything the run started, stopped in this order on Drop (VM and BMC, Ironic, nginx,
+/// namespace, temp dir).
+struct World {
+    started: Instant,
+    bmc: Option<Bmc>,
+    ironic: Option<QemuIronic>,
+    nginx: Option<Nginx>,
+    ns: Option<QemuNetNs>,
+    dir: TestDir,
+    serial: PathBuf,
+    echo: bool,
+    console: SerialLog,
+    /// Console lines seen so far (for measurements).
+    lines: Vec<(f64, String)>,
+}
+
+impl World {
+    fn progress(&self, msg: &str) {
+        println!("[{:6.1}s] {msg}", self.started.elapsed().as_secs_f64());
+    }
+
+    /// Reads new console lines; echoes the init's and the agent's important ones; fails
+    /// on a kernel panic.
+    fn poll_console(&mut self) -> Result<()> {
+        let now = unix_now();
+        for line in self.console.new_lines() {
+            let interesting = line.starts_with("ironic-agent-init[")
+                || line.contains("iPXE initialising")
+                || line.contains(" ERROR ")
+                || line.contains("heartbeat") && (line.contains("ERROR") || line.contains("WARN"));
+            if line.contains("Kernel panic") {
+                bail!("the VM's kernel panicked: {line}");
+            }
+            if self.echo || (interesting && line.starts_with("ironic-agent-init[")) {
+                println!(
+                    "[{:6.1}s]   vm| {line}",
+                    self.started.elapsed().as_secs_f64()
+                );
+            }
+            self.lines.push((now, line));
+        }
+        Ok(())
+    }
+
+    fn client(&self) -> Result<IronicClient> {
+        Ok(self.ironic.as_ref().context("Ironic not started")?.client())
+    }
+
+    fn report(&mut self, heading: &str, node: Option<&str>) {
+        self.dir.keep();
+        let mut s = vec![Section::new(
+            "summary",
+            format!(
+                "{:.1}s in, files in {}",
+                self.started.elapsed().as_secs_f64(),
+                self.dir.path().display()
+            ),
+        )];
+        if let (Some(uuid), Ok(client)) = (node, self.client()) {
+            let body = match client.get_node_json(uuid) {
+                Ok(v) => [
+                    "provision_state",
+                    "target_provision_state",
+                    "power_state",
+                    "last_error",
+                    "driver_internal_info",
+                ]
+                .iter()
+                .map(|k| format!("{k}: {}", v.get(*k).unwrap_or(&Value::Null)))
+                .collect::<Vec<_>>()
+                .join("\n"),
+                Err(e) => format!("{e:#}"),
+            };
+            s.push(Section::new(format!("node {uuid}"), body));
+        }
+        s.push(Section::file_tail("VM serial console", &self.serial, 120));
+        if let Some(b) = &self.bmc {
+            s.push(Section::new("chassis (IPMI power) log", b.chassis_log()));
+            s.push(Section::file_tail(
+                "QEMU stderr",
+                &b.dir().join("qemu.out"),
+                20,
+            ));
+            s.push(Section::file_tail(
+                "ipmi_sim",
+                &b.dir().join("ipmi_sim.log"),
+                20,
+            ));
+        }
+        if let Some(i) = &self.ironic {
+            s.push(Section::new(
+                format!("Ironic log ({})", i.log_path().display()),
+                tail_filtered(
+                    &i.log_path(),
+                    100,
+                    &["futurist.periodics", "- GET /v1/nodes/", "oslo_config_glue"],
+                ),
+            ));
+        }
+        if let Some(n) = &self.nginx {
+            s.push(Section::new("nginx access log", n.access_log()));
+        }
+        print_report(heading, &s);
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.bmc.take();
+        self.ironic.take();
+        self.nginx.take();
+        self.ns.take();
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Where the chassis program is: next to the running binary (a demo or bench binary), or
+/// one level up (an integration test runs from `target/<profile>/deps/`).
+pub fn chassis_binary() -> Result<PathBuf> {
+    if let Some(p) = option_env!("CARGO_BIN_EXE_qemu-chassis") {
+        if Path::new(p).is_file() {
+            return Ok(PathBuf::from(p));
+        }
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .context("no parent of the current executable")?;
+    for candidate in [dir.join("qemu-chassis"), dir.join("../qemu-chassis")] {
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "qemu-chassis not found next to {} (build it with `cargo build -p e2e --bins`)",
+        exe.display()
+    )
+}
+
+/// Runs the whole job; on failure prints every log and keeps the temp dir.
+pub fn run(opts: &Options) -> Result<Outcome> {
+    crate::cmd::check_prerequisites(qemu::REQUIRED_TOOLS)?;
+    let chassis = chassis_binary()?;
+    let dir = TestDir::new(&opts.name)?;
+    let serial = dir.join("serial.log");
+    let mut w = World {
+        started: Instant::now(),
+        bmc: None,
+        ironic: None,
+        nginx: None,
+        ns: None,
+        dir,
+        serial: serial.clone(),
+        echo: opts.echo_console,
+        console: SerialLog::new(&serial),
+        lines: Vec::new(),
+    };
+    let mut node: Option<String> = None;
+    match run_in(&mut w, opts, &chassis, &mut node) {
+        Ok(o) => Ok(o),
+        Err(e) => {
+            let _ = w.poll_console();
+            w.report(&format!("FAILED: {} ({e:#})", opts.name), node.as_deref());
+            Err(e)
+        }
+    }
+}
+
+fn run_in(
+    w: &mut World,
+    opts: &Options,
+    chassis: &Path,
+    node_out: &mut Option<String>,
+) -> Result<Outcome> {
+    let mut out = Outcome::default();
+    // 1. The ramdisk.
+    w.progress("building the ramdisk (release musl agent + init, ironic-agent-build)");
+    let www = w.dir.join("image-server/www");
+    std::fs::create_dir_all(www.join("ramdisk"))?;
+    std::fs::create_dir_all(www.join("images"))?;
+    let rd: Ramdisk = ramdisk::build(&www.join("ramdisk"), &[])?;
+    out.kernel_bytes = std::fs::metadata(&rd.kernel)?.len();
+    out.initramfs_bytes = rd.initramfs_size();
+    out.agent_bytes = std::fs::metadata(&ramdisk::binaries()?.agent)?.len();
+    out.modules = rd.manifest["modules"].as_array().map_or(0, |a| a.len());
+    out.build_seconds = rd.build_seconds;
+    w.progress(&format!(
+        "ramdisk built in {:.1}s: kernel {} ({:.1} MiB), initramfs {:.1} MiB with {} modules, agent {:.1} MiB",
+        rd.build_seconds,
+        rd.manifest["kernel"]["version"].as_str().unwrap_or("?"),
+        mib(out.kernel_bytes),
+        mib(out.initramfs_bytes),
+        out.modules,
+        mib(out.agent_bytes)
+    ));
+
+    // 2. The namespace, entered by this thread: everything below runs inside it.
+    let ns = QemuNetNs::create()?;
+    ns.enter()?;
+    w.progress(&format!(
+        "network namespace {}: lo with 127.0.0.1 and {}, nothing else (no route out)",
+        ns.name(),
+        qemu::HOST
+    ));
+    w.ns = Some(ns);
+
+    // 3. nginx (Ironic's http_root and the image), Ironic, the BMC.
+    let nginx = Nginx::start(
+        &w.dir.join("image-server"),
+        std::net::Ipv4Addr::UNSPECIFIED,
+        qemu::HTTP_PORT,
+    )?;
+    w.nginx = Some(nginx);
+    w.progress(&format!(
+        "nginx on {}:{} serving {}",
+        qemu::HOST,
+        qemu::HTTP_PORT,
+        www.display()
+    ));
+    let t = Instant::now();
+    let ironic_dir = w.dir.join("ironic");
+    std::fs::create_dir_all(&ironic_dir)?;
+    w.ironic = Some(QemuIronic::start(&ironic_dir, &www)?);
+    w.progress(&format!(
+        "Ironic ({}) up on {} in {:.1}s: ipmi hardware type, ipxe boot, direct deploy, require_tls on",
+        crate::ironic::version().unwrap_or_else(|| "?".into()),
+        QemuIronic::api_url(),
+        t.elapsed().as_secs_f64()
+    ));
+    let disk = w.dir.join("vm-disk.img");
+    std::fs::File::create(&disk)?.set_len(DISK_SIZE)?;
+    let vm = VmSpec {
+        memory_mib: opts.memory_mib,
+        disk: disk.clone(),
+        serial_log: w.serial.clone(),
+    };
+    let bmc = Bmc::start(&w.dir.join("bmc"), chassis, &vm)?;
+    w.progress(&format!(
+        "BMC: ipmi_sim on 127.0.0.1:{} (power and boot device drive QEMU: TCG, -m {}, 5 GiB virtio disk, virtio NIC {})",
+        qemu::IPMI_PORT,
+        opts.memory_mib,
+        qemu::MAC
+    ));
+    let mut driver_info = bmc.driver_info();
+    w.bmc = Some(bmc);
+
+    // 4. Enroll.
+    let client = w.client()?;
+    let rd_url = |f: &Path| {
+        format!(
+            "http://{}:{}/ramdisk/{}",
+            qemu::HOST,
+            qemu::HTTP_PORT,
+            f.file_name().unwrap_or_default().to_string_lossy()
+        )
+    };
+    driver_info["deploy_kernel"] = json!(rd_url(&rd.kernel));
+    driver_info["deploy_ramdisk"] = json!(rd_url(&rd.initramfs));
+    // The conductor reaches the agent through QEMU's port forward on 10.0.2.2.
+    driver_info["kernel_append_params"] = json!(format!(
+        "console=ttyS0 ipa-advertise-host={} ipa-advertise-port={} ipa-debug=1",
+        qemu::HOST,
+        qemu::AGENT_PORT
+    ));
+    let (status, created) = client.call(
+        "POST",
+        "/v1/nodes",
+        Some(&json!({
+            "name": "qemu-node-0",
+            "driver": "ipmi",
+            "boot_interface": "ipxe",
+            "deploy_interface": "direct",
+            "power_interface": "ipmitool",
+            "management_interface": "ipmitool",
+            "network_interface": "noop",
+            "driver_info": driver_info,
+            "properties": {"memory_mb": opts.memory_mib, "cpus": 1, "local_gb": 4,
+                           "cpu_arch": "x86_64", "capabilities": "boot_mode:bios"},
+        })),
+    )?;
+    ensure!(status == 201, "creating the node: {status} {created}");
+    let uuid = created["uuid"]
+        .as_str()
+        .context("no node uuid")?
+        .to_string();
+    *node_out = Some(uuid.clone());
+    let (status, port) = client.call(
+        "POST",
+        "/v1/ports",
+        Some(&json!({"node_uuid": uuid, "address": qemu::MAC, "pxe_enabled": true})),
+    )?;
+    ensure!(status == 201, "creating the port: {status} {port}");
+    w.progress(&format!(
+        "enrolled node {uuid} (driver ipmi) with port {}",
+        qemu::MAC
+    ));
+
+    provision(&client, &uuid, json!({"target": "manage"}))?;
+    wait(w, &client, &uuid, "manageable", Duration::from_secs(60))?;
+
+    // 5. Cleaning: the first network boot.
+    if opts.clean {
+        let t = Instant::now();
+        let ons = power_on_count(w);
+        provision(&client, &uuid, json!({"target": "provide"}))?;
+        w.progress("provide: automated cleaning through the ramdisk");
+        let hb = wait_heartbeat(w, &client, &uuid, "cleaning", ons)?;
+        out.boots.push(hb);
+        wait(w, &client, &uuid, "available", PHASE_TIMEOUT)?;
+        out.provide_seconds = Some(t.elapsed().as_secs_f64());
+        w.progress(&format!(
+            "node available after cleaning ({:.1}s): erase_devices_metadata ran on the VM's disk",
+            t.elapsed().as_secs_f64()
+        ));
+        wait_power_off(w)?;
+    } else {
+        client.patch_node(&uuid, &[("/automated_clean", json!(false))])?;
+        provision(&client, &uuid, json!({"target": "provide"}))?;
+        wait(w, &client, &uuid, "available", Duration::from_secs(60))?;
+    }
+
+    // 6. Deploy: the second network boot.
+    let image = WholeDiskImage::build(&w.dir.join("image-server"), "disk.raw", 16, 16)?;
+    std::fs::copy(&image.path, www.join("images/disk.raw"))?;
+    let digests = images::digests(&image.path)?;
+    let url = format!("http://{}:{}/images/disk.raw", qemu::HOST, qemu::HTTP_PORT);
+    client.patch_node(
+        &uuid,
+        &[
+            ("/instance_info/image_source", json!(url)),
+            ("/instance_info/image_os_hash_algo", json!("sha256")),
+            ("/instance_info/image_os_hash_value", json!(digests.sha256)),
+            ("/instance_info/image_type", json!("whole-disk")),
+            ("/instance_info/root_gb", json!("1")),
+        ],
+    )?;
+    w.progress(&format!(
+        "deploy: {} MiB raw GPT image (ESP + root) from {url}",
+        image.len >> 20
+    ));
+    let t = Instant::now();
+    let ons = power_on_count(w);
+    provision(&client, &uuid, json!({"target": "active"}))?;
+    let hb = wait_heartbeat(w, &client, &uuid, "deploying", ons)?;
+    out.boots.push(hb);
+    let node = wait(w, &client, &uuid, "active", PHASE_TIMEOUT)?;
+    out.deploy_seconds = t.elapsed().as_secs_f64();
+    w.progress(&format!(
+        "node {} is active after {:.1}s (power {})",
+        uuid,
+        out.deploy_seconds,
+        node.power_state.as_deref().unwrap_or("?")
+    ));
+    verify_deploy_log(w)?;
+
+    // 7. Power the instance off over IPMI and check its disk.
+    provision_power_off(&client, &uuid)?;
+    wait_power_off(w)?;
+    verify_disk(&disk, &image.path)?;
+    w.progress(&format!(
+        "VM disk checked: the image's {} bytes are on it (GPT moved to the disk's end by the agent), zeros after",
+        image.len
+    ));
+    out.total_seconds = w.started.elapsed().as_secs_f64();
+    Ok(out)
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1 << 20) as f64
+}
+
+fn provision(client: &IronicClient, uuid: &str, body: Value) -> Result<()> {
+    let (status, v) = client.call(
+        "PUT",
+        &format!("/v1/nodes/{uuid}/states/provision"),
+        Some(&body),
+    )?;
+    ensure!(status == 202, "provision {body}: {status} {v}");
+    Ok(())
+}
+
+fn provision_power_off(client: &IronicClient, uuid: &str) -> Result<()> {
+    let (status, v) = client.call(
+        "PUT",
+        &format!("/v1/nodes/{uuid}/states/power"),
+        Some(&json!({"target": "power off"})),
+    )?;
+    ensure!(status == 202, "power off: {status} {v}");
+    Ok(())
+}
+
+/// Waits for `state`, echoing transitions and console lines.
+fn wait(
+    w: &mut World,
+    client: &IronicClient,
+    uuid: &str,
+    state: &str,
+    timeout: Duration,
+) -> Result<Node> {
+    let started = w.started;
+    client.wait_for_provision_state_with(uuid, state, timeout, started, &mut |_| w.poll_console())
+}
+
+fn power_on_count(w: &World) -> usize {
+    w.bmc.as_ref().map_or(0, |b| b.power_ons().len())
+}
+
+/// Waits until Ironic accepted a heartbeat of the ramdisk booted for `phase` (after the
+/// `ons_before + 1`th power-on), and measures the boot from that power-on.
+fn wait_heartbeat(
+    w: &mut World,
+    client: &IronicClient,
+    uuid: &str,
+    phase: &str,
+    ons_before: usize,
+) -> Result<Boot> {
+    let t = Instant::now();
+    let mut seen_state = String::new();
+    loop {
+        w.poll_console()?;
+        let v = client.get_node_json(uuid)?;
+        let state = v["provision_state"].as_str().unwrap_or("").to_string();
+        if state != seen_state {
+            w.progress(&format!("node {state}"));
+            seen_state = state.clone();
+        }
+        if state.ends_with("failed") {
+            bail!(
+                "node {state} while waiting for the ramdisk: {}",
+                v["last_error"]
+            );
+        }
+        let hb = v["driver_internal_info"]["agent_last_heartbeat"]
+            .as_str()
+            .and_then(qemu::parse_utc);
+        let power_on = w
+            .bmc
+            .as_ref()
+            .and_then(|b| b.power_ons().get(ons_before).copied());
+        if let (Some(hb), Some(on)) = (hb, power_on) {
+            if hb > on {
+                let mut boot = Boot {
+                    phase: phase.to_string(),
+                    power_on_to_heartbeat: Some(hb - on),
+                    ..Boot::default()
+                };
+                boot.power_on_to_init = w
+                    .lines
+                    .iter()
+                    .find(|(at, l)| *at >= on && l.starts_with("ironic-agent-init["))
+                    .map(|(at, _)| at - on);
+                w.progress(&format!(
+                    "first heartbeat accepted by Ironic {:.1}s after IPMI power-on (console: init at +{})",
+                    hb - on,
+                    boot.power_on_to_init
+                        .map(|s| format!("{s:.1}s"))
+                        .unwrap_or_else(|| "?".into())
+                ));
+                // The init reports the agent's memory 5 s after starting it.
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while Instant::now() < deadline {
+                    w.poll_console()?;
+                    if let Some((rss, hwm)) = agent_memory(&w.lines, on) {
+                        boot.agent_rss_kb = Some(rss);
+                        boot.agent_hwm_kb = Some(hwm);
+                        break;
+                    }
+                    let st = client.get_node(uuid)?.provision_state;
+                    if st == "available" || st == "active" || st.ends_with("failed") {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                return Ok(boot);
+            }
+        }
+        if t.elapsed() > PHASE_TIMEOUT {
+            bail!("no heartbeat from the ramdisk within {PHASE_TIMEOUT:?} ({phase})");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// `agent pid N up 15s: VmRSS X kB, VmHWM Y kB` after `since`.
+fn agent_memory(lines: &[(f64, String)], since: f64) -> Option<(u64, u64)> {
+    lines
+        .iter()
+        .filter(|(at, _)| *at >= since)
+        .find_map(|(_, l)| {
+            let rest = l.split("VmRSS ").nth(1)?;
+            let rss = rest.split_whitespace().next()?.parse().ok()?;
+            let hwm = l
+                .split("VmHWM ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()?;
+            Some((rss, hwm))
+        })
+}
+
+fn wait_power_off(w: &mut World) -> Result<()> {
+    let t = Instant::now();
+    while w.bmc.as_ref().and_then(|b| b.qemu_pid()).is_some() {
+        w.poll_console()?;
+        if t.elapsed() > Duration::from_secs(60) {
+            bail!("the VM is still running 60 s after Ironic powered it off");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
+
+/// The conductor drove the real agent: the deploy steps in Ironic's log.
+fn verify_deploy_log(w: &World) -> Result<()> {
+    let log = std::fs::read_to_string(w.ironic.as_ref().context("no Ironic")?.log_path())?;
+    for needle in ["write_image", "get_partition_uuids", "power_off"] {
+        ensure!(
+            log.contains(needle),
+            "Ironic's log never mentions {needle}:\n{}",
+            tail(&w.ironic.as_ref().unwrap().log_path(), 40)
+        );
+    }
+    Ok(())
+}
+
+/// The disk holds the image except what moving the backup GPT to the disk's end changes,
+/// has a valid backup GPT at its end, passes `sgdisk -v`, and is zero after the image.
+pub fn verify_disk(disk: &Path, image: &Path) -> Result<()> {
+    let img = std::fs::read(image)?;
+    let f = std::fs::File::open(disk)?;
+    let disk_len = f.metadata()?.len();
+    let mut on_disk = vec![0u8; img.len()];
+    f.read_exact_at(&mut on_disk, 0)?;
+    let len = img.len() as u64;
+    let allowed: Vec<std::ops::Range<u64>> = vec![
+        gpt::PMBR_SIZE_FIELD.start as u64..gpt::PMBR_SIZE_FIELD.end as u64,
+        SECTOR + gpt::field::HEADER_CRC.start as u64..SECTOR + gpt::field::HEADER_CRC.end as u64,
+        SECTOR + gpt::field::ALTERNATE_LBA.start as u64
+            ..SECTOR + gpt::field::ALTERNATE_LBA.end as u64,
+        SECTOR + gpt::field::LAST_USABLE.start as u64..SECTOR + gpt::field::LAST_USABLE.end as u64,
+        len - 33 * SECTOR..len,
+    ];
+    let mut bad = Vec::new();
+    for (i, (a, b)) in img.iter().zip(&on_disk).enumerate() {
+        if a != b && !allowed.iter().any(|r| r.contains(&(i as u64))) {
+            bad.push(i);
+            if bad.len() > 8 {
+                break;
+            }
+        }
+    }
+    ensure!(
+        bad.is_empty(),
+        "the VM's disk differs from the image at byte offsets {bad:?}"
+    );
+    let image_table = Table::from_head(&img[..34 * SECTOR as usize])?;
+    let disk_table = Table::from_head(&on_disk[..34 * SECTOR as usize])?;
+    ensure!(
+        disk_table.entries == image_table.entries,
+        "partition entries differ"
+    );
+    let sectors = disk_len / SECTOR;
+    ensure!(
+        disk_table.header.alternate_lba == sectors - 1,
+        "the backup GPT is not at the disk's end: {:?}",
+        disk_table.header
+    );
+    let mut last = vec![0u8; SECTOR as usize];
+    f.read_exact_at(&mut last, disk_len - SECTOR)?;
+    let backup = gpt::Header::parse(&last).context("no backup GPT header in the last sector")?;
+    ensure!(backup.my_lba == sectors - 1 && backup.alternate_lba == 1);
+    images::verify_gpt(disk)?;
+    // Zeros between the image and the backup GPT (sampled every MiB, plus the first MiB).
+    let mut buf = vec![0u8; 1 << 20];
+    let end = disk_len - 33 * SECTOR;
+    let mut off = len;
+    while off < end {
+        let n = buf.len().min((end - off) as usize);
+        f.read_exact_at(&mut buf[..n], off)?;
+        ensure!(
+            buf[..n].iter().all(|&b| b == 0),
+            "non-zero bytes after the image near offset {off}"
+        );
+        off += 256 << 20;
+    }
+    Ok(())
+}
+
+/// A one-paragraph summary for the demo and the bench.
+pub fn summary(o: &Outcome) -> String {
+    let mut s = format!(
+        "ramdisk: kernel {:.1} MiB, initramfs {:.1} MiB ({} modules), agent {:.1} MiB static; built in {:.1}s\n",
+        mib(o.kernel_bytes),
+        mib(o.initramfs_bytes),
+        o.modules,
+        mib(o.agent_bytes),
+        o.build_seconds
+    );
+    for b in &o.boots {
+        s.push_str(&format!(
+            "boot for {}: IPMI power-on -> init {}, -> first accepted heartbeat {}; agent RSS {} (peak {})\n",
+            b.phase,
+            fmt_s(b.power_on_to_init),
+            fmt_s(b.power_on_to_heartbeat),
+            fmt_kb(b.agent_rss_kb),
+            fmt_kb(b.agent_hwm_kb)
+        ));
+    }
+    if let Some(p) = o.provide_seconds {
+        s.push_str(&format!("provide -> available (cleaning): {p:.1}s\n"));
+    }
+    s.push_str(&format!(
+        "deploy -> active: {:.1}s; whole run {:.1}s\n",
+        o.deploy_seconds, o.total_seconds
+    ));
+    s
+}
+
+fn fmt_s(v: Option<f64>) -> String {
+    v.map(|s| format!("{s:.1}s")).unwrap_or_else(|| "?".into())
+}
+
+fn fmt_kb(v: Option<u64>) -> String {
+    v.map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+        .unwrap_or_else(|| "?".into())
+}
