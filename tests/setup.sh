@@ -84,4 +84,6 @@ if command -v rustup >/dev/null 2>&1; then
     fi
   done
 fi
+# The ramdisk: QEMU, iPXE, ipmi_sim, musl, a Debian kernel package (tests/setup-ramdisk.sh).
+bash "$(dirname "$0")/setup-ramdisk.sh"
 log "done"
