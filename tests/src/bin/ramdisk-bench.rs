@@ -58,11 +58,21 @@ fn run(runs: usize) -> Result<()> {
     };
     println!("\n| what | ironic-agent ramdisk |");
     println!("|---|---|");
-    println!("| kernel (Debian {}) | {} |", gz.manifest["kernel"]["version"].as_str().unwrap_or("?"), mib(size(&gz.kernel)));
-    println!("| initramfs, gzip -9 (default) | {} |", mib(size(&gz.initramfs)));
+    println!(
+        "| kernel (Debian {}) | {} |",
+        gz.manifest["kernel"]["version"].as_str().unwrap_or("?"),
+        mib(size(&gz.kernel))
+    );
+    println!(
+        "| initramfs, gzip -9 (default) | {} |",
+        mib(size(&gz.initramfs))
+    );
     println!("| initramfs, zstd -19 | {} |", mib(size(&zst.initramfs)));
     println!("| initramfs unpacked ({modules} modules) | {} |", mib(cpio));
-    println!("| agent binary (static, musl) | {} |", mib(size(&bins.agent)));
+    println!(
+        "| agent binary (static, musl) | {} |",
+        mib(size(&bins.agent))
+    );
     println!("| init binary (static, musl) | {} |", mib(size(&bins.init)));
     println!(
         "| IPMI power-on → init starts (TCG, SeaBIOS, iPXE), median of {} boots | {} |",
