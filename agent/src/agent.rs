@@ -91,6 +91,7 @@ impl Agent {
             guard.clone(),
             GenericOptions {
                 guard_special_filesystems: config.options.guard_special_filesystems,
+                enable_discard_erase: config.options.enable_discard_erase,
             },
         );
         let mut extra: Vec<Box<dyn HardwareManager>> = Vec::new();

@@ -6,6 +6,7 @@ use ironic_protocol::{
 };
 use serde_json::Value;
 
+use crate::generic::block_devices::Disk;
 use crate::{HardwareError, HardwareManager, StepCall, SupportLevel};
 
 /// The loaded managers, best support first, and IPA's dispatch rules over them.
@@ -80,7 +81,27 @@ impl Managers {
 
     /// Runs a step by name on the best manager that handles it.
     pub fn execute_step(&self, name: &str, call: &StepCall<'_>) -> Result<Value, HardwareError> {
-        self.dispatch(name, |m| m.execute_step(name, call))
+        self.dispatch(name, |m| m.execute_step_with_managers(name, call, self))
+    }
+
+    /// IPA's `dispatch_to_managers('erase_block_device', ...)`: the best manager that erases
+    /// `disk` does. Its name is added to the disk's report (`"manager"`).
+    pub fn erase_block_device(&self, node: &Node, disk: &Disk) -> Result<Value, HardwareError> {
+        let mut by = None;
+        let result = self.dispatch("erase_block_device", |m| {
+            let r = m.erase_block_device(node, disk);
+            if !matches!(&r, Err(e) if e.falls_through()) {
+                by = Some(m.name().to_string());
+            }
+            r
+        });
+        match (result, by) {
+            (Ok(Value::Object(mut report)), Some(name)) => {
+                report.insert("manager".into(), Value::String(name));
+                Ok(Value::Object(report))
+            }
+            (other, _) => other,
+        }
     }
 
     /// The definition of step `name` of `kind` as the conductor sees it: the winner of the

@@ -418,14 +418,14 @@ fn detect(cmd: &[PathBuf], timeout: Duration, level: u32) -> Result<SupportLevel
 
 /// What a finished command left.
 #[derive(Debug)]
-struct Output {
-    status: ExitStatus,
-    stdout: Vec<u8>,
-    stderr_tail: String,
+pub(crate) struct Output {
+    pub(crate) status: ExitStatus,
+    pub(crate) stdout: Vec<u8>,
+    pub(crate) stderr_tail: String,
 }
 
 #[derive(Debug, thiserror::Error)]
-enum RunError {
+pub(crate) enum RunError {
     #[error("cannot run it: {0}")]
     Spawn(std::io::Error),
     #[error("did not finish within {0:.1} s and was killed")]
@@ -438,7 +438,7 @@ enum RunError {
 
 /// Runs `cmd` in its own process group, feeding `input` on stdin, capturing stdout (at most
 /// `max_output` bytes) and the tail of stderr, and killing the group on timeout.
-fn run(
+pub(crate) fn run(
     cmd: &[PathBuf],
     input: Option<&[u8]>,
     env: &[(&str, &str)],

@@ -15,6 +15,7 @@ pub mod argsinfo;
 mod dispatch;
 mod error;
 pub mod external;
+pub mod flash_card;
 pub mod generic;
 mod guard;
 mod inventory;

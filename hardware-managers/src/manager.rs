@@ -1,7 +1,8 @@
 use ironic_protocol::{BlockDevice, Interface, Inventory, Node, Step, StepKind};
 use serde_json::{Map, Value};
 
-use crate::HardwareError;
+use crate::generic::block_devices::Disk;
+use crate::{HardwareError, Managers};
 
 /// How well a manager supports the machine it runs on; higher wins. IPA's values, so that
 /// operators reading IPA's documentation get the same behaviour. Vendor managers may return
@@ -40,38 +41,16 @@ pub struct StepCall<'a> {
 ///   dedicated thread, never on its async runtime. Managers must be `Send + Sync`; interior
 ///   state needs its own locking.
 /// * Steps are looked up by name across managers in support order, like IPA's
-///   `dispatch_to_managers(step_name)`: to override the generic `erase_devices` for your
-///   devices, advertise and handle `erase_devices` and return `Incompatible` for the rest... or
-///   handle them all.
+///   `dispatch_to_managers(step_name)`. To erase your own devices your way, implement
+///   [`HardwareManager::erase_block_device`] for them and answer `Incompatible` for the
+///   rest: the generic `erase_devices` hands every disk to the best `erase_block_device`,
+///   so yours erases your devices and the generic one all others (see
+///   `hardware_managers::flash_card` for a complete example).
 /// * A manager may assume the agent has looked up its node (the `StepCall` carries it) and
 ///   that only one step runs at a time. It must not assume it runs in a ramdisk: destructive
 ///   work on a device must first pass the [`crate::DeviceGuard`] it was given.
 /// * [`HardwareManager::version`] must only change when the manager's steps change: the
 ///   conductor restarts cleaning whenever a version differs from the one it cached.
-/// * A step's arguments have been checked against the `argsinfo` it advertises before
-///   [`HardwareManager::execute_step`] runs: every `required` one is there and none it does
-///   not declare ([`crate::argsinfo`]). Their types are the step's to check. A step that
-///   advertises no `argsinfo` gets whatever the conductor sends, as IPA's do.
-/// * [`HardwareManager::list_hardware_info`] is called before lookup (inspection) as well as
-///   after, so it must not need the node.
-///
-/// # Writing a manager
-/// 1. Implement `name` (the key of your steps in step lists), `version` and
-///    `evaluate_hardware_support`: return [`SupportLevel::NONE`] when the machine lacks your
-///    hardware (check sysfs, PCI ids), [`SupportLevel::SERVICE_PROVIDER`] (or more, to win
-///    over another vendor's) when it has it.
-/// 2. Advertise steps in `steps` (a [`Step`] per step and kind: priority 0 means "only when
-///    asked for", `interface` `deploy` for in-band steps, `argsinfo` for what operators may
-///    pass) and run them in `execute_step`, answering [`HardwareError::NotHandled`] for
-///    names you do not know. A step of the same name as another manager's replaces it when
-///    your support level is higher (IPA's de-duplication).
-/// 3. Return errors the operator can act on: the text reaches the node's `last_error`.
-///    [`HardwareError::StepFailed`] for "the step ran and failed", `InvalidArguments` for
-///    bad arguments, `Ipa` when the conductor must see a particular IPA error class.
-/// 4. Register it: `ironic_agent::run_with_managers(vec![Box::new(YourManager)])` is the
-///    whole `main.rs` of your agent (see `example-manager/` in the repository). Without Rust,
-///    a manifest and a program in the ramdisk's `managers.d` make an external manager
-///    ([`crate::external`]).
 pub trait HardwareManager: Send + Sync {
     /// Key of this manager's steps in step lists (IPA uses the Python class name, e.g.
     /// `GenericHardwareManager`).
@@ -137,5 +116,30 @@ pub trait HardwareManager: Send + Sync {
     ) -> Result<std::collections::BTreeMap<String, Vec<(u8, String)>>, HardwareError> {
         let _ = (interfaces, timeout);
         Err(HardwareError::NotHandled)
+    }
+
+    /// Erases one disk for `erase_devices` (IPA's `erase_block_device`). The generic
+    /// `erase_devices` checks every disk first (guard, virtual media, RAID members, read-only,
+    /// shared cluster filesystems), then hands each to the best manager implementing this, on
+    /// its own thread (up to `disk_erasure_concurrency` at once): so this must be thread-safe
+    /// and must still pass the guard before writing. Answer `Incompatible` for disks that are
+    /// not yours. The JSON returned is the disk's entry in the step result; name the method
+    /// used and how the result was verified.
+    fn erase_block_device(&self, node: &Node, disk: &Disk) -> Result<Value, HardwareError> {
+        let _ = (node, disk);
+        Err(HardwareError::NotHandled)
+    }
+
+    /// [`HardwareManager::execute_step`] with the loaded managers at hand, for steps that hand
+    /// part of their work to other managers (the generic `erase_devices` dispatches
+    /// `erase_block_device` per disk). [`Managers`] calls this; the default ignores them.
+    fn execute_step_with_managers(
+        &self,
+        name: &str,
+        call: &StepCall<'_>,
+        managers: &Managers,
+    ) -> Result<Value, HardwareError> {
+        let _ = managers;
+        self.execute_step(name, call)
     }
 }

@@ -148,7 +148,7 @@ echo '{"flashed": ["bmc", "bios"], "version": "2.1"}'"#,
         .iter()
         .map(|s| s.step.as_str())
         .collect();
-    assert_eq!(generic, ["erase_devices_metadata"]);
+    assert_eq!(generic, ["erase_devices_express", "erase_devices_metadata"]);
     let service = m.steps(StepKind::Service, &node(), &[]);
     assert_eq!(service["AcmeFirmwareManager"].len(), 1);
     assert!(m.steps(StepKind::Deploy, &node(), &[])["AcmeFirmwareManager"].is_empty());

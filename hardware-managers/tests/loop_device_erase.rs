@@ -192,12 +192,15 @@ fn managers(allowed: &[PathBuf]) -> Managers {
 }
 
 fn execute(m: &Managers, step: &str) -> Result<Value, HardwareError> {
-    let node = Node::default();
+    execute_for(m, step, &Node::default())
+}
+
+fn execute_for(m: &Managers, step: &str, node: &Node) -> Result<Value, HardwareError> {
     let args = Map::new();
     m.execute_step(
         step,
         &StepCall {
-            node: &node,
+            node,
             ports: &[],
             args: &args,
         },
@@ -399,6 +402,14 @@ fn erase_devices_leaves_only_zeros() {
     let report = execute(&m, "erase_devices").unwrap();
     let r = &report[dev.path.display().to_string()];
     assert_eq!(r["method"], "overwrite");
+    // A loop device takes neither ATA nor SCSI commands; discard is not enabled.
+    let not_used: Vec<&str> = r["methods_not_used"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(not_used, ["ata_security_erase", "scsi_sanitize"]);
     assert_eq!(r["bytes_written"], 2 * 16 * MIB);
     assert_eq!(r["verification"]["ok"], true);
     assert_eq!(r["direct_io"], true, "loop devices take O_DIRECT");
@@ -434,4 +445,45 @@ fn a_device_the_guard_does_not_allow_is_neither_listed_nor_erased() {
     }
     assert!(read_all(&image) == before, "the disk was written");
     assert_eq!(dev.kernel_partitions(), partitions);
+}
+
+#[test]
+fn erase_devices_by_verified_discard_when_enabled() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let size = 64 * MIB;
+    let image = random_file(dir.path(), size);
+    let dev = LoopDevice::attach(&image);
+    let discard_max = std::fs::read_to_string(
+        Path::new("/sys/block")
+            .join(dev.name())
+            .join("queue/discard_max_bytes"),
+    )
+    .unwrap();
+    assert_ne!(
+        discard_max.trim(),
+        "0",
+        "loop devices over a file can discard"
+    );
+    let m = managers(std::slice::from_ref(&dev.path));
+    let node: Node = serde_json::from_value(serde_json::json!({
+        "driver_internal_info": {"agent_enable_discard_erase": true}
+    }))
+    .unwrap();
+    let report = execute_for(&m, "erase_devices", &node).unwrap();
+    let r = &report[dev.path.display().to_string()];
+    // A loop device has no secure discard: the plain one, proven by the markers planted
+    // first reading back as zeros.
+    assert_eq!(r["method"], "discard", "{r}");
+    assert_eq!(r["verification"]["ok"], true);
+    assert_eq!(r["verification"]["expected"], "zeros");
+    assert_eq!(r["verification"]["reads_zeros"], true);
+    assert!(r["verification"]["samples"].as_u64().unwrap() >= 8);
+    let after = read_all(&image);
+    assert!(after.iter().all(|b| *b == 0), "non-zero bytes remain");
+    // The file's blocks were punched out: nothing was written.
+    let blocks = std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(&image).unwrap());
+    assert!(blocks * 512 < size / 4, "{blocks} blocks still allocated");
 }

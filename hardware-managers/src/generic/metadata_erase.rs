@@ -106,7 +106,7 @@ pub(crate) struct RegionReport {
 }
 
 impl RegionReport {
-    fn to_json(&self, disk: &Disk) -> Value {
+    pub(crate) fn to_json(&self, disk: &Disk) -> Value {
         if let Some(why) = self.skipped {
             return json!({"skipped": why});
         }

@@ -2,11 +2,11 @@
 
 pub mod block_devices;
 mod bmc;
+pub mod erase;
 mod inventory;
 pub mod lldp;
 mod metadata_erase;
 mod network;
-mod overwrite_erase;
 pub mod partition_table;
 mod protected;
 pub mod region;
@@ -21,22 +21,24 @@ use std::path::PathBuf;
 use ironic_protocol::{BlockDevice, Interface, Inventory, Node, Step, StepKind};
 use serde_json::Value;
 
-use crate::{DeviceGuard, HardwareError, HardwareManager, StepCall, SupportLevel};
+use crate::{DeviceGuard, HardwareError, HardwareManager, Managers, StepCall, SupportLevel};
 use block_devices::{BlockScanner, Disk};
-
-pub use overwrite_erase::EraseMethod;
 
 /// Settings of the generic manager that come from the agent's configuration.
 #[derive(Debug, Clone)]
 pub struct GenericOptions {
     /// IPA's `guard_special_filesystems`: refuse to erase shared-disk cluster filesystems.
     pub guard_special_filesystems: bool,
+    /// IPA's `enable_discard_erase` (`ipa-enable-discard-erase`): erase by a verified discard
+    /// when no hardware erase is available; the node's `agent_enable_discard_erase` wins.
+    pub enable_discard_erase: bool,
 }
 
 impl Default for GenericOptions {
     fn default() -> Self {
         GenericOptions {
             guard_special_filesystems: true,
+            enable_discard_erase: false,
         }
     }
 }
@@ -84,6 +86,21 @@ impl GenericHardwareManager {
         }
         self.disks()
     }
+
+    /// The hardware erase methods on this manager's devices.
+    fn erase_methods(&self) -> erase::DeviceMethods {
+        erase::DeviceMethods::new(self.guard.sys_root())
+    }
+
+    /// `erase_devices` with `erase_one` erasing each disk.
+    fn erase_devices(
+        &self,
+        call: &StepCall<'_>,
+        erase_one: &(dyn Fn(&Disk) -> Result<Value, HardwareError> + Sync),
+    ) -> Result<Value, HardwareError> {
+        let disks = self.disks_for("erase")?;
+        erase::erase_devices(&self.guard, &disks, call.node, &self.options, erase_one)
+    }
 }
 
 impl HardwareManager for GenericHardwareManager {
@@ -104,6 +121,7 @@ impl HardwareManager for GenericHardwareManager {
             StepKind::Clean => vec![
                 Step::new("erase_devices", 10).abortable(true),
                 Step::new("erase_devices_metadata", 99).abortable(true),
+                Step::new("erase_devices_express", 0).abortable(true),
             ],
             StepKind::Deploy => vec![Step::new("erase_devices_metadata", 0)],
             StepKind::Service => Vec::new(),
@@ -121,12 +139,45 @@ impl HardwareManager for GenericHardwareManager {
                     &self.options,
                 )
             }
-            "erase_devices" => {
+            // Alone (no other manager to hand disks to), every disk is erased here.
+            "erase_devices" => self.erase_devices(call, &|d| self.erase_block_device(call.node, d)),
+            "erase_devices_express" => {
                 let disks = self.disks_for("erase")?;
-                overwrite_erase::erase_devices(&self.guard, &disks, call.node, &self.options)
+                erase::erase_devices_express(
+                    &self.guard,
+                    &disks,
+                    call.node,
+                    &self.options,
+                    &self.erase_methods(),
+                )
             }
             _ => Err(HardwareError::NotHandled),
         }
+    }
+
+    /// `erase_devices` hands each disk to the best manager's `erase_block_device`, as IPA's
+    /// `dispatch_to_managers('erase_block_device')`: vendor managers erase their devices.
+    fn execute_step_with_managers(
+        &self,
+        name: &str,
+        call: &StepCall<'_>,
+        managers: &Managers,
+    ) -> Result<Value, HardwareError> {
+        match name {
+            "erase_devices" => {
+                self.erase_devices(call, &|d| managers.erase_block_device(call.node, d))
+            }
+            _ => self.execute_step(name, call),
+        }
+    }
+
+    /// Hardware erase (NVMe, ATA, SCSI), discard where enabled, else overwrite: see
+    /// [`erase`].
+    fn erase_block_device(&self, node: &Node, disk: &Disk) -> Result<Value, HardwareError> {
+        self.guard.check(&disk.path, "erase")?;
+        let settings = erase::EraseSettings::from_node(node, &self.options)?;
+        erase::erase_disk(disk, &settings, &self.erase_methods())
+            .map_err(HardwareError::BlockDeviceErase)
     }
 
     fn list_block_devices(
@@ -149,7 +200,7 @@ impl HardwareManager for GenericHardwareManager {
         root_device::select_root_device(node, self.list_block_devices(false)?)
     }
 
-    /// The whole inventory, from sysfs, procfs, SMBIOS, packet sockets and the IPMI device.
+    /// The whole inventory: see [`inventory`].
     fn list_hardware_info(
         &self,
         request: &crate::InventoryRequest,
@@ -188,7 +239,8 @@ mod tests {
             names(&m.steps(StepKind::Clean, &node, &[])),
             [
                 ("erase_devices", 10, Some(true)),
-                ("erase_devices_metadata", 99, Some(true))
+                ("erase_devices_metadata", 99, Some(true)),
+                ("erase_devices_express", 0, Some(true))
             ]
         );
         let deploy = m.steps(StepKind::Deploy, &node, &[]);
@@ -222,7 +274,11 @@ mod tests {
         let m =
             GenericHardwareManager::new(guard, GenericOptions::default()).with_dev_root(fx.dev());
         assert!(m.list_block_devices(true).unwrap().is_empty());
-        for step in ["erase_devices_metadata", "erase_devices"] {
+        for step in [
+            "erase_devices_metadata",
+            "erase_devices",
+            "erase_devices_express",
+        ] {
             let err = run(&m, step).unwrap_err();
             assert!(
                 matches!(err, HardwareError::DeviceNotAllowed { .. }),
@@ -230,7 +286,7 @@ mod tests {
             );
         }
         assert!(matches!(
-            run(&m, "erase_devices_express"),
+            run(&m, "erase_devices_everything"),
             Err(HardwareError::NotHandled)
         ));
     }
@@ -256,6 +312,11 @@ mod tests {
         );
         let report = run(&m, "erase_devices").unwrap();
         assert_eq!(report[&vdb]["verification"]["ok"], true);
+        // A regular file takes neither ATA nor SCSI commands: the overwrite, with the reasons.
+        assert_eq!(report[&vdb]["method"], "overwrite");
+        let not_used = report[&vdb]["methods_not_used"].as_array().unwrap();
+        assert_eq!(not_used[0]["method"], "ata_security_erase");
+        assert_eq!(not_used[1]["method"], "scsi_sanitize");
         let data = std::fs::read(fx.dev().join("vdb")).unwrap();
         assert!(data.iter().all(|b| *b == 0));
     }

@@ -250,6 +250,7 @@ pub(crate) mod tests {
         let on = GenericOptions::default();
         let off = GenericOptions {
             guard_special_filesystems: false,
+            ..GenericOptions::default()
         };
         let node: Node = serde_json::from_value(json!({})).unwrap();
         assert!(enabled(&node, &on));

@@ -1,0 +1,136 @@
+//! Aligned buffers and direct I/O on a disk, shared by the erase methods.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// Buffer alignment for `O_DIRECT`: the largest logical sector size in use.
+pub const ALIGN: usize = 4096;
+
+/// A buffer aligned for `O_DIRECT`, without `unsafe`: a larger vector used from its first
+/// aligned byte.
+pub struct AlignedBuf {
+    storage: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    pub fn new(len: usize) -> Self {
+        let storage = vec![0u8; len + ALIGN];
+        let start = storage.as_ptr().align_offset(ALIGN);
+        AlignedBuf {
+            storage,
+            start,
+            len,
+        }
+    }
+
+    /// The first `len` bytes (at most the buffer's size), aligned.
+    pub fn get_mut(&mut self, len: usize) -> &mut [u8] {
+        &mut self.storage[self.start..self.start + len.min(self.len)]
+    }
+}
+
+/// Opens `path` with `O_DIRECT` when the device (or filesystem, in tests) accepts it; the
+/// flag says whether it did.
+pub fn open_direct(path: &Path, write: bool) -> io::Result<(File, bool)> {
+    let direct = OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(nix::libc::O_DIRECT)
+        .open(path);
+    match direct {
+        Ok(f) => Ok((f, true)),
+        Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => Ok((
+            OpenOptions::new().read(true).write(write).open(path)?,
+            false,
+        )),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads exactly `buf.len()` bytes at `offset`.
+pub fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    let n = crate::generic::region::ReadAt::read_at(file, buf, offset)?;
+    if n < buf.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the device ended early",
+        ));
+    }
+    Ok(())
+}
+
+/// Reads `buf.len()` bytes at `offset` from the device itself, not from the page cache:
+/// with `O_DIRECT` when the file is open that way, else after dropping the cached pages.
+pub fn read_uncached(file: &File, direct: bool, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    if !direct {
+        let _ = nix::fcntl::posix_fadvise(
+            file,
+            offset as i64,
+            buf.len() as i64,
+            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+        );
+    }
+    read_exact_at(file, buf, offset)
+}
+
+/// Writes to a disk with `O_DIRECT` while the device takes it, through the page cache
+/// otherwise: some devices and filesystems refuse direct I/O, or a misaligned last chunk.
+pub struct DiskWriter {
+    path: PathBuf,
+    /// Open with `O_DIRECT` if `direct`.
+    pub(crate) file: File,
+    direct: bool,
+    /// Opened when a direct write is refused; used from then on.
+    fallback: Option<File>,
+}
+
+impl DiskWriter {
+    pub fn open(path: &Path) -> io::Result<Self> {
+        let (file, direct) = open_direct(path, true)?;
+        Ok(DiskWriter {
+            path: path.to_path_buf(),
+            file,
+            direct,
+            fallback: None,
+        })
+    }
+
+    /// Whether every write so far bypassed the page cache.
+    pub fn all_direct(&self) -> bool {
+        self.direct && self.fallback.is_none()
+    }
+
+    pub fn write_at(&mut self, data: &[u8], offset: u64) -> io::Result<()> {
+        if self.all_direct() {
+            // The kernel refuses a misaligned direct write as a whole, with EINVAL.
+            match self.file.write_all_at(data, offset) {
+                Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => {
+                    tracing::debug!(
+                        device = %self.path.display(),
+                        "direct I/O refused, writing through the page cache"
+                    );
+                    self.fallback = Some(OpenOptions::new().write(true).open(&self.path)?);
+                }
+                other => return other,
+            }
+        }
+        self.fallback
+            .as_ref()
+            .unwrap_or(&self.file)
+            .write_all_at(data, offset)
+    }
+
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_all()?;
+        self.fallback.as_ref().map_or(Ok(()), File::sync_all)
+    }
+
+    /// The descriptor of the whole disk (for ioctls such as `BLKRRPART`).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+}
