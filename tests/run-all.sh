@@ -15,5 +15,8 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo build -p ironic-agent (the binary the end-to-end tests run)"
 cargo build -p ironic-agent
+echo "== cargo build --release: the ramdisk's static agent and init (musl), and its builder"
+cargo build --release --target x86_64-unknown-linux-musl -p ironic-agent -p ironic-agent-init
+cargo build --release -p ironic-agent-build
 echo "== cargo test"
 cargo test --workspace
