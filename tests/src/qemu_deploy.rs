@@ -708,3 +708,84 @@ fn fmt_kb(v: Option<u64>) -> String {
     v.map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
         .unwrap_or_else(|| "?".into())
 }
+
+/// Boots the builder's own `boot.ipxe` (no Ironic): QEMU's DHCP hands iPXE
+/// `http://10.0.2.2:8080/boot.ipxe`, which fetches the kernel and initramfs by relative URL
+/// with `BOOTIF=${mac}`; returns the console once the agent is trying to reach the
+/// `ipa-api-url` the script passed (nothing listens there) and the seconds from QEMU's start.
+pub fn boot_builder_ipxe_script(name: &str) -> Result<(String, f64)> {
+    crate::cmd::check_prerequisites(qemu::REQUIRED_TOOLS)?;
+    let mut dir = TestDir::new(name)?;
+    let result = (|| -> Result<(String, f64)> {
+        let www = dir.join("image-server/www");
+        let api = format!("http://{}:{}", qemu::HOST, qemu::IRONIC_PORT);
+        ramdisk::build(
+            &www,
+            &["--api-url", &api, "--kernel-param", "console=ttyS0"],
+        )?;
+        let ns = QemuNetNs::create()?;
+        ns.enter()?;
+        let nginx = Nginx::start(
+            &dir.join("image-server"),
+            std::net::Ipv4Addr::UNSPECIFIED,
+            qemu::HTTP_PORT,
+        )?;
+        let disk = dir.join("vm-disk.img");
+        std::fs::File::create(&disk)?.set_len(DISK_SIZE)?;
+        let serial = dir.join("serial.log");
+        let vm = VmSpec {
+            memory_mib: 512,
+            disk,
+            serial_log: serial.clone(),
+        };
+        let args = vm.args();
+        let mut child = std::process::Command::new(&args[0])
+            .args(&args[1..])
+            .args(["-boot", "order=n"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("qemu.out"))?)
+            .spawn()
+            .context("starting QEMU")?;
+        let started = Instant::now();
+        let mut console = SerialLog::new(&serial);
+        let mut text = String::new();
+        let outcome = loop {
+            for l in console.new_lines() {
+                text.push_str(&l);
+                text.push('\n');
+            }
+            if text.contains("Kernel panic") {
+                break Err(anyhow::anyhow!("kernel panic"));
+            }
+            if text.contains("started /usr/bin/ironic-agent") && text.contains(&api) {
+                // The agent's first lookup attempt names the URL from the script.
+                if text
+                    .lines()
+                    .any(|l| l.contains("lookup") && l.contains(&api))
+                {
+                    break Ok(started.elapsed().as_secs_f64());
+                }
+            }
+            if started.elapsed() > Duration::from_secs(180) {
+                break Err(anyhow::anyhow!(
+                    "the ramdisk did not start the agent within 180 s"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        let access = nginx.access_log();
+        drop(nginx);
+        drop(ns);
+        match outcome {
+            Ok(s) => Ok((format!("{text}\n--- nginx ---\n{access}"), s)),
+            Err(e) => bail!("{e}\n--- console ---\n{text}\n--- nginx ---\n{access}"),
+        }
+    })();
+    if result.is_err() {
+        dir.keep();
+    }
+    result
+}

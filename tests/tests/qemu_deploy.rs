@@ -27,3 +27,23 @@ fn ipmi_and_ipxe_boots_clean_and_deploy_a_qemu_machine() {
         );
     }
 }
+
+#[test]
+fn the_builders_own_ipxe_script_boots_the_ramdisk() {
+    let (console, seconds) = qemu_deploy::boot_builder_ipxe_script("qemu-ipxe-script")
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    println!("agent looking up its node {seconds:.1}s after QEMU started");
+    // iPXE rendered BOOTIF=${mac}; the init chose that NIC and got a lease from QEMU.
+    assert!(console.contains("BOOTIF=52:54:00:12:34:56"), "{console}");
+    assert!(
+        console.contains("DHCP on eth0 (52:54:00:12:34:56)"),
+        "{console}"
+    );
+    assert!(console.contains("DHCP lease 10.0.2.15/24"), "{console}");
+    // The relative URLs of the script resolved against its own.
+    assert!(console.contains("GET /ironic-agent.kernel "), "{console}");
+    assert!(
+        console.contains("GET /ironic-agent.initramfs "),
+        "{console}"
+    );
+}
