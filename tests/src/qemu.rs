@@ -110,8 +110,42 @@ impl Drop for QemuNetNs {
     }
 }
 
-/// Deletes namespaces `iaeqemu-<pid>-<k>` left by a killed run (dead pid).
+/// Kills VMs of killed runs: QEMU runs in its own session (the BMC's chassis program exits
+/// at once), so nothing else stops it when a test process dies. A VM is recognised by its
+/// `-name` and belongs to the run whose pid is in its serial log's temp dir
+/// (`/tmp/iae2e-<pid>-...`).
+fn reap_stale_vms() {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(p.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|&b| b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if !args.iter().any(|a| a == "ironic-agent-e2e-node") {
+            continue;
+        }
+        let owner = args
+            .iter()
+            .find_map(|a| a.split(crate::testdir::PREFIX).nth(1))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|n| n.parse::<u32>().ok());
+        if owner.is_some_and(|o| !cmd::pid_alive(o)) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Deletes namespaces `iaeqemu-<pid>-<k>` left by a killed run (dead pid), and its VMs.
 fn reap_stale() {
+    reap_stale_vms();
     let Ok(list) = cmd::stdout("ip", &["netns", "list"]) else {
         return;
     };
