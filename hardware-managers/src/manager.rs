@@ -51,6 +51,30 @@ pub struct StepCall<'a> {
 ///   work on a device must first pass the [`crate::DeviceGuard`] it was given.
 /// * [`HardwareManager::version`] must only change when the manager's steps change: the
 ///   conductor restarts cleaning whenever a version differs from the one it cached.
+/// * A step's arguments have been checked against the `argsinfo` it advertises before
+///   [`HardwareManager::execute_step`] runs: every `required` one is there and none it does
+///   not declare ([`crate::argsinfo`]). Their types are the step's to check. A step that
+///   advertises no `argsinfo` gets whatever the conductor sends, as IPA's do.
+/// * [`HardwareManager::list_hardware_info`] is called before lookup (inspection) as well as
+///   after, so it must not need the node.
+///
+/// # Writing a manager
+/// 1. Implement `name` (the key of your steps in step lists), `version` and
+///    `evaluate_hardware_support`: return [`SupportLevel::NONE`] when the machine lacks your
+///    hardware (check sysfs, PCI ids), [`SupportLevel::SERVICE_PROVIDER`] (or more, to win
+///    over another vendor's) when it has it.
+/// 2. Advertise steps in `steps` (a [`Step`] per step and kind: priority 0 means "only when
+///    asked for", `interface` `deploy` for in-band steps, `argsinfo` for what operators may
+///    pass) and run them in `execute_step`, answering [`HardwareError::NotHandled`] for
+///    names you do not know. A step of the same name as another manager's replaces it when
+///    your support level is higher (IPA's de-duplication).
+/// 3. Return errors the operator can act on: the text reaches the node's `last_error`.
+///    [`HardwareError::StepFailed`] for "the step ran and failed", `InvalidArguments` for
+///    bad arguments, `Ipa` when the conductor must see a particular IPA error class.
+/// 4. Register it: `ironic_agent::run_with_managers(vec![Box::new(YourManager)])` is the
+///    whole `main.rs` of your agent (see `example-manager/` in the repository). Without Rust,
+///    a manifest and a program in the ramdisk's `managers.d` make an external manager
+///    ([`crate::external`]).
 pub trait HardwareManager: Send + Sync {
     /// Key of this manager's steps in step lists (IPA uses the Python class name, e.g.
     /// `GenericHardwareManager`).

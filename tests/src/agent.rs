@@ -21,6 +21,8 @@ pub struct AgentOptions {
     pub extra_cmdline: Vec<String>,
     /// Block devices the agent may touch (`--allow-device`).
     pub allow_devices: Vec<PathBuf>,
+    /// External hardware manager manifests (`--managers-dir`).
+    pub managers_dir: Option<PathBuf>,
 }
 
 pub struct Agent {
@@ -45,6 +47,9 @@ impl Agent {
         c.arg("--cmdline-file").arg(&cmdline_file);
         for dev in &opts.allow_devices {
             c.arg("--allow-device").arg(dev);
+        }
+        if let Some(dir) = &opts.managers_dir {
+            c.arg("--managers-dir").arg(dir);
         }
         c.arg("--state-dir")
             .arg(&state_dir)

@@ -200,7 +200,7 @@ impl HardwareManager for GenericHardwareManager {
         root_device::select_root_device(node, self.list_block_devices(false)?)
     }
 
-    /// The whole inventory: see [`inventory`].
+    /// The whole inventory, from sysfs, procfs, SMBIOS, packet sockets and the IPMI device.
     fn list_hardware_info(
         &self,
         request: &crate::InventoryRequest,
