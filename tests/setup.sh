@@ -39,7 +39,8 @@ declare -A PACKAGE_OF=(
   [xz]=xz-utils
   [genisoimage]=genisoimage
   [sha256sum]=coreutils
-  [qemu-system-x86_64]=qemu-system-x86
+  # The erase VM test's dd (hardware-managers/tests/qemu_erase.rs); QEMU, the musl target and
+  # the kernel package come from setup-ramdisk.sh.
   [busybox]=busybox-static
 )
 missing=()
@@ -77,25 +78,6 @@ else
   "$IRONIC_VENV/bin/ironic" --version >/dev/null 2>&1
 fi
 
-# --- Debian generic kernel for the QEMU tests: vmlinuz and modules, extracted, not installed ---
-TEST_KERNEL=${IRONIC_AGENT_TEST_KERNEL:-/opt/ironic-agent-test/linux-image-amd64}
-if compgen -G "$TEST_KERNEL/boot/vmlinuz-*" >/dev/null; then
-  log "kernel for the QEMU tests present in $TEST_KERNEL"
-else
-  kernel_pkg() { apt-cache depends linux-image-amd64 2>/dev/null \
-    | awk '/Depends: linux-image-[0-9]/ {print $2; exit}'; }
-  pkg=$(kernel_pkg)
-  if [[ -z "$pkg" ]]; then apt-get update -q; pkg=$(kernel_pkg); fi
-  log "extracting $pkg into $TEST_KERNEL"
-  dl=$(mktemp -d)
-  (cd "$dl" && apt-get download -q "$pkg" 2>&1 | grep -v '^W: Download is performed unsandboxed' || true)
-  rm -rf "$TEST_KERNEL.new"
-  mkdir -p "$TEST_KERNEL.new"
-  dpkg-deb -x "$dl"/linux-image-*.deb "$TEST_KERNEL.new"
-  rm -rf "$dl" "$TEST_KERNEL"
-  mv "$TEST_KERNEL.new" "$TEST_KERNEL"
-fi
-
 # --- Rust components used by tests/run-all.sh -------------------------------------------------
 if command -v rustup >/dev/null 2>&1; then
   for component in clippy rustfmt; do
@@ -104,11 +86,6 @@ if command -v rustup >/dev/null 2>&1; then
       rustup component add "$component"
     fi
   done
-  # Static test programs (the erase VM's /init).
-  if ! rustup target list --installed 2>/dev/null | grep -q '^x86_64-unknown-linux-musl$'; then
-    log "rustup target add x86_64-unknown-linux-musl"
-    rustup target add x86_64-unknown-linux-musl
-  fi
 fi
 # The ramdisk: QEMU, iPXE, ipmi_sim, musl, a Debian kernel package (tests/setup-ramdisk.sh).
 bash "$(dirname "$0")/setup-ramdisk.sh"

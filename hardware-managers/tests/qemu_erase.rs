@@ -13,14 +13,17 @@
 //! * `sda` (ide-hd on AHCI): QEMU's IDE emulation has no ATA Security feature set and rejects
 //!   ATA PASS-THROUGH of SANITIZE-less SCSI... so both hardware methods are reported as
 //!   unsupported and the overwrite fallback erases it.
-//! * `sdb`, the same kind of disk: `busybox dd` of zeros with `oflag=direct` measures the
-//!   device's write ceiling before the erase; then it is made read-only and skipped.
+//! * `sdb`, the same kind of disk: `busybox dd` of zeros with `oflag=direct conv=fsync`
+//!   (three runs, the median) measures the device's write ceiling before the erase; then it
+//!   is made read-only and skipped.
 //!
-//! Needs root, `qemu-system-x86_64`, the musl target, busybox-static and a Debian generic
-//! kernel extracted by `tests/setup.sh` (`IRONIC_AGENT_TEST_KERNEL`, default
-//! `/opt/ironic-agent-test/linux-image-amd64`). Without QEMU or root it says so and passes;
-//! with QEMU present everything else is required. `ERASE_VM_SAVE_FIXTURES=1` stores the
-//! identify data the VM captured as the unit tests' fixtures.
+//! Needs root, `qemu-system-x86_64`, the musl target, busybox-static and the Debian kernel
+//! package the ramdisk tests use (`IRONIC_AGENT_KERNEL_DEB`, or the newest in
+//! `IRONIC_AGENT_KERNEL_DIR`, default `/var/cache/ironic-agent-test/kernel`; tests/setup.sh
+//! provides all of them); the kernel and the storage modules are extracted once under
+//! `target/erase-vm/kernel/`. Without QEMU or root it says so and passes; with QEMU present
+//! everything else is required. `ERASE_VM_SAVE_FIXTURES=1` stores the identify data the VM
+//! captured as the unit tests' fixtures.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -47,32 +50,91 @@ fn which(tool: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// `vmlinuz` and `lib/modules/<version>` of the extracted kernel package.
+/// `vmlinuz` and `lib/modules/<version>` of the kernel package, extracted.
 struct Kernel {
     vmlinuz: PathBuf,
     modules: PathBuf,
 }
 
-fn kernel() -> Kernel {
-    let dir = std::env::var_os("IRONIC_AGENT_TEST_KERNEL")
+/// The Debian kernel package the ramdisk tests use (`IRONIC_AGENT_KERNEL_DEB`, else the
+/// newest generic `linux-image-*-amd64_*.deb` in `IRONIC_AGENT_KERNEL_DIR`, default
+/// `/var/cache/ironic-agent-test/kernel`, where tests/setup.sh downloads it).
+fn kernel_deb() -> PathBuf {
+    if let Some(p) = std::env::var_os("IRONIC_AGENT_KERNEL_DEB") {
+        return PathBuf::from(p);
+    }
+    let dir = std::env::var_os("IRONIC_AGENT_KERNEL_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/opt/ironic-agent-test/linux-image-amd64"));
-    let first = |sub: &str, prefix: &str| -> PathBuf {
+        .unwrap_or_else(|| PathBuf::from("/var/cache/ironic-agent-test/kernel"));
+    let mut debs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy();
+            n.starts_with("linux-image-")
+                && n.ends_with("_amd64.deb")
+                && !n.contains("-cloud-")
+                && !n.contains("-rt-")
+                && !n.contains("-dbg")
+        })
+        .collect();
+    debs.sort();
+    debs.pop().unwrap_or_else(|| {
+        panic!(
+            "no Debian kernel package in {} (tests/setup.sh downloads one; or set \
+             IRONIC_AGENT_KERNEL_DEB)",
+            dir.display()
+        )
+    })
+}
+
+/// The kernel image and the storage drivers' directories of the package, extracted once
+/// into `target/erase-vm/kernel/<package>` (nothing is installed on the host).
+fn kernel() -> Kernel {
+    let deb = kernel_deb();
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let stem = deb.file_stem().unwrap().to_string_lossy().into_owned();
+    let dir = workspace.join("target/erase-vm/kernel").join(&stem);
+    let find = |sub: &str| -> Option<PathBuf> {
         std::fs::read_dir(dir.join(sub))
-            .unwrap_or_else(|e| {
-                panic!(
-                    "{}: {e}; run tests/setup.sh (it extracts a Debian kernel there)",
-                    dir.join(sub).display()
-                )
-            })
+            .ok()?
             .flatten()
             .map(|e| e.path())
-            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
-            .unwrap_or_else(|| panic!("no {prefix}* in {}", dir.join(sub).display()))
+            .find(|p| !p.to_string_lossy().ends_with(".partial"))
     };
+    if find("boot").is_none() {
+        let partial = dir.with_extension("partial");
+        let _ = std::fs::remove_dir_all(&partial);
+        std::fs::create_dir_all(&partial).unwrap();
+        let script = format!(
+            "dpkg-deb --fsys-tarfile '{}' | tar -x -C '{}' --wildcards './boot/vmlinuz-*' \
+             './lib/modules/*/kernel/drivers/nvme/*' './lib/modules/*/kernel/drivers/ata/*' \
+             './lib/modules/*/kernel/drivers/scsi/*' './lib/modules/*/kernel/lib/*' \
+             './lib/modules/*/kernel/block/*' './lib/modules/*/kernel/crypto/*'",
+            deb.display(),
+            partial.display()
+        );
+        let status = Command::new("sh").args(["-c", &script]).status().unwrap();
+        assert!(status.success(), "extracting {} failed", deb.display());
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::rename(&partial, &dir).unwrap();
+    }
+    let vmlinuz = std::fs::read_dir(dir.join("boot"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("vmlinuz-")
+        })
+        .expect("vmlinuz in the package");
     Kernel {
-        vmlinuz: first("boot", "vmlinuz-"),
-        modules: first("lib/modules", ""),
+        vmlinuz,
+        modules: find("lib/modules").expect("lib/modules/<version> in the package"),
     }
 }
 
@@ -502,15 +564,17 @@ fn erase_devices_on_emulated_nvme_and_sata() {
     let dd = ceiling["mib_per_second"].as_f64().unwrap();
     eprintln!(
         "overwrite of {SATA_MIB} MiB on AHCI: random pass {:.1} MiB/s, zero pass {:.1} MiB/s; \
-         `{}`: {dd:.1} MiB/s",
+         `{}`: {dd:.1} MiB/s (median of {})",
         pass(0),
         pass(1),
-        ceiling["command"].as_str().unwrap()
+        ceiling["command"].as_str().unwrap(),
+        ceiling["runs_mib_per_second"]
     );
     // Full device speed: the zero pass, which writes exactly what dd writes, keeps up with
-    // dd (a regression to buffered or small writes shows up here).
+    // dd. The host is shared and TCG is noisy, hence the margin; buffered or small writes
+    // would show up here.
     assert!(
-        pass(1) >= 0.6 * dd,
+        pass(1) >= 0.5 * dd,
         "zero pass at {:.1} MiB/s vs dd at {dd:.1} MiB/s",
         pass(1)
     );

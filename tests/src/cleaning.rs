@@ -218,3 +218,46 @@ pub fn verify_last_error(node: &Node, needle: &str) -> Result<()> {
     );
     Ok(())
 }
+
+/// With `erase_devices_priority` set, the conductor ran `erase_devices_metadata` (99) and then
+/// `erase_devices` (10), in that order, both reported successful. From Ironic's debug log.
+pub fn verify_full_cleaning_order(h: &Harness) -> Result<()> {
+    let log = h.ironic_log();
+    let started = |step: &str| {
+        log.lines().position(|l| {
+            l.contains(&format!("Clean step {{'step': '{step}'")) && l.contains("being executed")
+        })
+    };
+    let metadata = started("erase_devices_metadata")
+        .context("the conductor never started erase_devices_metadata")?;
+    let erase = started("erase_devices").context("the conductor never started erase_devices")?;
+    ensure!(
+        metadata < erase,
+        "erase_devices (priority 10) started before erase_devices_metadata (priority 99)"
+    );
+    let successes = log
+        .lines()
+        .filter(|l| l.contains("returned clean command success"))
+        .count();
+    ensure!(
+        successes >= 2,
+        "the Ironic log shows {successes} successful clean steps, expected both erase steps"
+    );
+    Ok(())
+}
+
+/// Every byte of the disk is zero.
+pub fn verify_zeroed(h: &Harness, index: usize) -> Result<()> {
+    let after = h.disk(index).read_all()?;
+    if let Some(at) = after.iter().position(|b| *b != 0) {
+        bail!(
+            "disk {index} is not all zeros: byte {at} is 0x{:02x}",
+            after[at]
+        );
+    }
+    h.progress(&format!(
+        "disk {index} checked: all {} bytes zero",
+        after.len()
+    ));
+    Ok(())
+}
