@@ -1,6 +1,6 @@
-//! The ramdisk description: one TOML file (see `image-build/README.md` and
-//! `image-build/examples/`). Relative paths are relative to the file's directory; command
-//! line flags override the file.
+//! The ramdisk description: one TOML file (the keys are in the README's "The ramdisk";
+//! `image-build/examples/seed-operator.toml` is a complete one). Relative paths are relative
+//! to the file's directory; command line flags override the file.
 
 use std::path::{Path, PathBuf};
 

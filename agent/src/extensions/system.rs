@@ -30,12 +30,19 @@ async fn lockdown(agent: Arc<Agent>) -> Result<CommandValue, CommandError> {
     Ok(CommandValue::Null)
 }
 
-/// Sets every interface but loopback down. Outside a ramdisk only logs: the agent must not
-/// cut a developer's machine off the network.
+/// The ramdisk's init (`ironic-agent-init`) never restarts an agent that left this file: a
+/// locked-down machine must stay unreachable even if the agent later dies.
+const LOCKDOWN_MARKER: &str = "/run/ironic-agent/lockdown";
+
+/// Marks the agent locked down for the init and sets every interface but loopback down.
+/// Outside a ramdisk only logs: the agent must not cut a developer's machine off the network.
 pub(crate) fn take_network_down(guard: &DeviceGuard) {
     if !guard.in_ramdisk() {
         tracing::warn!("not running in a ramdisk: leaving network interfaces up");
         return;
+    }
+    if let Err(e) = leave_marker(std::path::Path::new(LOCKDOWN_MARKER)) {
+        tracing::error!(path = LOCKDOWN_MARKER, error = %e, "cannot leave the lockdown marker");
     }
     let Ok(names) = std::fs::read_dir("/sys/class/net") else {
         tracing::error!("cannot list network interfaces to take them down");
@@ -51,6 +58,13 @@ pub(crate) fn take_network_down(guard: &DeviceGuard) {
             Err(e) => tracing::error!(interface = %name, error = %e, "cannot take interface down"),
         }
     }
+}
+
+fn leave_marker(path: &std::path::Path) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, b"")
 }
 
 fn set_link_down(name: &str) -> std::io::Result<()> {
@@ -77,4 +91,24 @@ fn set_link_down(name: &str) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marker_is_left_where_the_init_looks() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("run/ironic-agent/lockdown");
+        leave_marker(&marker).unwrap();
+        assert!(marker.is_file());
+        // Idempotent: a second lockdown must not fail.
+        leave_marker(&marker).unwrap();
+        let init = include_str!("../../../initramfs/src/main.rs");
+        assert!(
+            init.contains(&format!("\"{LOCKDOWN_MARKER}\"")),
+            "the init reads another path"
+        );
+    }
 }

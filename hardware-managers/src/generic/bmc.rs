@@ -14,6 +14,9 @@ use std::time::Duration;
 /// Transport netfn and its Get LAN Configuration Parameters command (IPMI 2.0 23.2).
 const NETFN_TRANSPORT: u8 = 0x0c;
 const CMD_GET_LAN_CONFIG: u8 = 0x02;
+/// App netfn and Get Device ID (IPMI 2.0 20.1): every BMC implements it.
+const NETFN_APP: u8 = 0x06;
+const CMD_GET_DEVICE_ID: u8 = 0x01;
 
 /// LAN configuration parameters (IPMI 2.0 table 23-4, and the IPv6 ones of its errata).
 pub const PARAM_IP_ADDRESS: u8 = 3;
@@ -50,7 +53,7 @@ pub fn detect(dev_root: &Path) -> Option<BmcInfo> {
         .map(|p| dev_root.join(p.trim_start_matches("/dev/")))
         .find(|p| is_char_device(p))?;
     match IpmiDevice::open(&path) {
-        Ok(mut dev) => Some(query(&mut dev)),
+        Ok(mut dev) => query(&mut dev),
         Err(e) => {
             tracing::warn!(device = %path.display(), error = %e, "cannot use the IPMI device");
             None
@@ -63,8 +66,52 @@ fn is_char_device(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.file_type().is_char_device())
 }
 
-/// IPA's three answers from one BMC.
-pub fn query(t: &mut dyn IpmiTransport) -> BmcInfo {
+/// What Get Device ID says about the BMC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceId {
+    pub device_id: u8,
+    pub firmware: String,
+    pub ipmi_version: String,
+    pub manufacturer_id: u32,
+    pub product_id: u16,
+}
+
+/// Get Device ID: whether a BMC answers at all, and which.
+pub fn device_id(t: &mut dyn IpmiTransport) -> std::io::Result<DeviceId> {
+    let r = t.request(NETFN_APP, CMD_GET_DEVICE_ID, &[])?;
+    // [cc, device id, revision, fw major, fw minor (BCD), IPMI version (BCD), support,
+    //  manufacturer (3, LE), product (2, LE), ...]
+    if r.first() != Some(&0) || r.len() < 12 {
+        return Err(std::io::Error::other(format!(
+            "Get Device ID answered {:02x?}",
+            r
+        )));
+    }
+    Ok(DeviceId {
+        device_id: r[1],
+        firmware: format!("{}.{:02x}", r[3] & 0x7f, r[4]),
+        ipmi_version: format!("{}.{}", r[5] & 0x0f, r[5] >> 4),
+        manufacturer_id: u32::from_le_bytes([r[7], r[8], r[9], 0]) & 0x000f_ffff,
+        product_id: u16::from_le_bytes([r[10], r[11]]),
+    })
+}
+
+/// IPA's three answers from one BMC; `None` when the device does not answer Get Device ID
+/// (then nothing it says can be trusted, and the inventory says "unknown").
+pub fn query(t: &mut dyn IpmiTransport) -> Option<BmcInfo> {
+    match device_id(t) {
+        Ok(id) => tracing::info!(device_id = id.device_id, firmware = %id.firmware,
+            ipmi = %id.ipmi_version, manufacturer = id.manufacturer_id, product = id.product_id,
+            "BMC answered Get Device ID"),
+        Err(e) => {
+            tracing::warn!(error = %e, "the IPMI device does not answer; BMC unknown");
+            return None;
+        }
+    }
+    Some(lan_addresses(t))
+}
+
+fn lan_addresses(t: &mut dyn IpmiTransport) -> BmcInfo {
     let mut address = None;
     let mut mac = None;
     let mut v6 = None;
@@ -311,12 +358,23 @@ mod tests {
     /// anything else gets 0xCC (invalid data field), which is how BMCs refuse a channel that
     /// is not a LAN channel.
     struct FakeBmc {
+        device_id: Option<Vec<u8>>,
         answers: HashMap<(u8, u8, u8), Vec<u8>>,
         asked: Vec<Vec<u8>>,
     }
 
     impl IpmiTransport for FakeBmc {
         fn request(&mut self, netfn: u8, cmd: u8, data: &[u8]) -> std::io::Result<Vec<u8>> {
+            if (netfn, cmd) == (0x06, 0x01) {
+                // None: the device does not answer at all.
+                return match &self.device_id {
+                    Some(r) => Ok(r.clone()),
+                    None => Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no answer",
+                    )),
+                };
+            }
             assert_eq!((netfn, cmd), (0x0c, 0x02));
             assert_eq!(data.len(), 4);
             self.asked.push(data.to_vec());
@@ -333,6 +391,10 @@ mod tests {
 
     fn bmc(answers: &[Answer]) -> FakeBmc {
         FakeBmc {
+            // A Dell iDRAC 9: device 0x20, firmware 6.10, IPMI 2.0, manufacturer 674 (Dell).
+            device_id: Some(vec![
+                0x00, 0x20, 0x81, 0x06, 0x10, 0x02, 0xdf, 0xa2, 0x02, 0x00, 0x00, 0x01,
+            ]),
             answers: answers.iter().cloned().collect(),
             asked: Vec::new(),
         }
@@ -364,7 +426,7 @@ mod tests {
             ((1, 55, 0), ok(&[2, 1, 0x03])),
             ((1, 59, 0), v6(0x01, "2001:db8::d294:66ff:fe1a:2b3c", 0)),
         ]);
-        let info = query(&mut b);
+        let info = query(&mut b).unwrap();
         assert_eq!(
             info,
             BmcInfo {
@@ -389,7 +451,7 @@ mod tests {
             ((2, 59, 0), v6(0x00, "::", 1)),
             ((2, 56, 0), v6(0x80, "fd00:10::20", 0)),
         ]);
-        let info = query(&mut b);
+        let info = query(&mut b).unwrap();
         assert_eq!(info.address.as_deref(), Some("0.0.0.0"));
         assert_eq!(info.v6address.as_deref(), Some("fd00:10::20"));
         assert_eq!(info.mac.as_deref(), Some("3c:ec:ef:01:02:03"));
@@ -406,7 +468,7 @@ mod tests {
             ((2, 56, 0), v6(0x00, "fd00::1", 0)),
         ]);
         assert_eq!(
-            query(&mut b),
+            query(&mut b).unwrap(),
             BmcInfo {
                 address: Some("0.0.0.0".into()),
                 v6address: Some("::/0".into()),
@@ -415,7 +477,7 @@ mod tests {
         );
         // A BMC answering nothing at all.
         assert_eq!(
-            query(&mut bmc(&[])),
+            query(&mut bmc(&[])).unwrap(),
             BmcInfo {
                 address: Some("0.0.0.0".into()),
                 v6address: Some("::/0".into()),
@@ -434,10 +496,36 @@ mod tests {
             ((3, 56, 0), v6(0x80, "2001:db8::99", 0)),
             ((3, 5, 0), vec![0xc1]), // command not supported
         ]);
-        let info = query(&mut b);
+        let info = query(&mut b).unwrap();
         assert_eq!(info.address.as_deref(), Some("192.168.1.9"));
         assert_eq!(info.v6address.as_deref(), Some("2001:db8::99"));
         assert_eq!(info.mac, None);
+    }
+
+    #[test]
+    fn a_silent_device_is_unknown() {
+        let mut b = bmc(&[((1, 3, 0), ok(&[10, 0, 0, 5]))]);
+        b.device_id = None;
+        assert_eq!(query(&mut b), None);
+        assert!(b.asked.is_empty(), "no LAN parameter asked of a silent BMC");
+        b.device_id = Some(vec![0xc1]);
+        assert_eq!(query(&mut b), None);
+    }
+
+    #[test]
+    fn device_id_fields() {
+        let mut b = bmc(&[]);
+        let id = device_id(&mut b).unwrap();
+        assert_eq!(
+            id,
+            DeviceId {
+                device_id: 0x20,
+                firmware: "6.10".into(),
+                ipmi_version: "2.0".into(),
+                manufacturer_id: 674,
+                product_id: 0x0100,
+            }
+        );
     }
 
     #[test]
