@@ -1,7 +1,10 @@
 //! Running helper programs (ip, losetup, sgdisk, ...) with errors that say what was run.
 
 use std::ffi::OsStr;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Output};
+
+use nix::sys::signal::Signal;
 
 use anyhow::{bail, Context, Result};
 
@@ -64,4 +67,18 @@ pub fn check_prerequisites(tools: &[&str]) -> Result<()> {
 /// Whether a process with this pid exists (used to recognise leftovers of dead test runs).
 pub fn pid_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Starts `cmd` as the leader of a new session, so that its whole process group can be
+/// killed, and with SIGTERM when the test process dies, so that a killed test run leaves no
+/// daemon behind its Drop.
+pub fn own_session(cmd: &mut Command) -> &mut Command {
+    // SAFETY: only async-signal-safe calls (setsid, prctl) between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()?;
+            nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?;
+            Ok(())
+        })
+    }
 }

@@ -7,7 +7,6 @@
 
 use std::fs::File;
 use std::net::Ipv4Addr;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -159,6 +158,38 @@ require_managed_boot = false
     }
 }
 
+/// Creates the database of `conf` and starts `ironic` (all-in-one) with it in a session of
+/// its own, logging under `dir`. The caller waits for the API.
+pub(crate) fn launch(venv: &Path, conf: &Path, dir: &Path) -> Result<Child> {
+    let dbsync_log = File::create(dir.join("dbsync.log"))?;
+    let status = Command::new(venv.join("bin/ironic-dbsync"))
+        .arg("--config-file")
+        .arg(conf)
+        .arg("create_schema")
+        .stdin(Stdio::null())
+        .stdout(dbsync_log.try_clone()?)
+        .stderr(dbsync_log)
+        .status()
+        .context("running ironic-dbsync")?;
+    if !status.success() {
+        bail!(
+            "ironic-dbsync create_schema failed ({status}):\n{}",
+            tail(&dir.join("dbsync.log"), 30)
+        );
+    }
+    let ironic_bin = venv.join("bin/ironic");
+    let out = File::create(dir.join("ironic.stdout.log"))?;
+    let mut c = Command::new(&ironic_bin);
+    c.arg("--config-file")
+        .arg(conf)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out);
+    cmd::own_session(&mut c)
+        .spawn()
+        .with_context(|| format!("starting {}", ironic_bin.display()))
+}
+
 /// A running Ironic; the whole process group is killed on Drop.
 pub struct Ironic {
     child: Child,
@@ -187,42 +218,7 @@ impl Ironic {
         std::fs::write(&conf, config.render(dir))
             .with_context(|| format!("writing {}", conf.display()))?;
 
-        let dbsync_log = File::create(dir.join("dbsync.log"))?;
-        let status = Command::new(venv.join("bin/ironic-dbsync"))
-            .arg("--config-file")
-            .arg(&conf)
-            .arg("create_schema")
-            .stdin(Stdio::null())
-            .stdout(dbsync_log.try_clone()?)
-            .stderr(dbsync_log)
-            .status()
-            .context("running ironic-dbsync")?;
-        if !status.success() {
-            bail!(
-                "ironic-dbsync create_schema failed ({status}):\n{}",
-                tail(&dir.join("dbsync.log"), 30)
-            );
-        }
-
-        let out = File::create(dir.join("ironic.stdout.log"))?;
-        let mut c = Command::new(&ironic_bin);
-        c.arg("--config-file")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out);
-        // SAFETY: only async-signal-safe calls (setsid, prctl) between fork and exec.
-        unsafe {
-            c.pre_exec(|| {
-                nix::unistd::setsid()?;
-                // Do not outlive the test if it is killed before its Drop runs.
-                nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?;
-                Ok(())
-            });
-        }
-        let child = c
-            .spawn()
-            .with_context(|| format!("starting {}", ironic_bin.display()))?;
+        let child = launch(&venv, &conf, dir)?;
         let ironic = Ironic {
             child,
             config,

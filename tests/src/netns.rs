@@ -190,12 +190,17 @@ fn reserve_subnet() -> Result<(u8, PathBuf)> {
 
 /// Deletes namespaces `iae2e-<pid>-<k>` whose pid is dead: leftovers of a killed test run.
 fn reap_stale() {
+    reap_stale_namespaces(PREFIX);
+}
+
+/// Deletes namespaces `<prefix>-<pid>-<k>` whose pid is dead.
+pub(crate) fn reap_stale_namespaces(prefix: &str) {
     let Ok(list) = cmd::stdout("ip", &["netns", "list"]) else {
         return;
     };
     for line in list.lines() {
         let name = line.split_whitespace().next().unwrap_or("");
-        let Some(rest) = name.strip_prefix(&format!("{PREFIX}-")) else {
+        let Some(rest) = name.strip_prefix(&format!("{prefix}-")) else {
             continue;
         };
         let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());

@@ -22,7 +22,6 @@
 //! one thread), so every process it starts and every connection it makes is inside.
 
 use std::fs::File;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -146,19 +145,7 @@ fn reap_stale_vms() {
 /// Deletes namespaces `iaeqemu-<pid>-<k>` left by a killed run (dead pid), and its VMs.
 fn reap_stale() {
     reap_stale_vms();
-    let Ok(list) = cmd::stdout("ip", &["netns", "list"]) else {
-        return;
-    };
-    for line in list.lines() {
-        let name = line.split_whitespace().next().unwrap_or("");
-        let Some(rest) = name.strip_prefix(&format!("{PREFIX}-")) else {
-            continue;
-        };
-        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
-        if pid.is_some_and(|p| !cmd::pid_alive(p)) {
-            let _ = Command::new("ip").args(["netns", "del", name]).output();
-        }
-    }
+    crate::netns::reap_stale_namespaces(PREFIX);
 }
 
 /// The VM's hardware.
@@ -271,14 +258,7 @@ impl Bmc {
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out);
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            c.pre_exec(|| {
-                nix::unistd::setsid()?;
-                nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?;
-                Ok(())
-            });
-        }
+        cmd::own_session(&mut c);
         let child = c
             .spawn()
             .context("starting ipmi_sim (Debian package openipmi)")?;
@@ -563,38 +543,7 @@ auth_strategy = noauth
         }
         let conf = dir.join("ironic.conf");
         std::fs::write(&conf, Self::render(dir, http_root))?;
-        let dbsync_log = File::create(dir.join("dbsync.log"))?;
-        let status = Command::new(venv.join("bin/ironic-dbsync"))
-            .arg("--config-file")
-            .arg(&conf)
-            .arg("create_schema")
-            .stdin(Stdio::null())
-            .stdout(dbsync_log.try_clone()?)
-            .stderr(dbsync_log)
-            .status()
-            .context("running ironic-dbsync")?;
-        if !status.success() {
-            bail!(
-                "ironic-dbsync failed ({status}):\n{}",
-                tail(&dir.join("dbsync.log"), 30)
-            );
-        }
-        let out = File::create(dir.join("ironic.stdout.log"))?;
-        let mut c = Command::new(&ironic_bin);
-        c.arg("--config-file")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out);
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            c.pre_exec(|| {
-                nix::unistd::setsid()?;
-                nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?;
-                Ok(())
-            });
-        }
-        let mut child = c.spawn().context("starting ironic")?;
+        let mut child = crate::ironic::launch(&venv, &conf, dir)?;
         let url = format!("{}/v1", Self::api_url());
         let t = Instant::now();
         loop {
