@@ -259,6 +259,18 @@ fn inspection_on_qemu_reads_smbios_ipmi_and_pci() {
                 "no 1af4:{product} in {pci:?}"
             );
         }
+        // No udev in the ramdisk: by_path is derived from sysfs the way udev's path_id
+        // names a virtio disk, after the virtio-blk PCI function.
+        let blk = pci
+            .iter()
+            .find(|d| d["vendor_id"] == "1af4" && d["product_id"] == "1001")
+            .and_then(|d| d["bus"].as_str())
+            .unwrap_or_default();
+        anyhow::ensure!(
+            disk["by_path"] == format!("/dev/disk/by-path/pci-{blk}"),
+            "by_path {} for the virtio-blk function {blk}",
+            disk["by_path"]
+        );
         anyhow::ensure!(data["error"].is_null(), "{}", data["error"]);
         anyhow::ensure!(data["logs"].as_str().is_some_and(|l| l.len() > 100));
         anyhow::ensure!(

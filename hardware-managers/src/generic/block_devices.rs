@@ -165,7 +165,7 @@ impl<'a> BlockScanner<'a> {
                 tracing::debug!(device = kname, "skipping block device of size 0");
                 continue;
             }
-            disks.push(self.describe_disk(&kname, &dir, devno, size, &by_path));
+            disks.push(self.describe_disk(&kname, &dir, devno, size, by_path.as_ref()));
         }
         disks.sort_by(|a, b| a.kname.cmp(&b.kname));
         Ok(disks)
@@ -208,7 +208,7 @@ impl<'a> BlockScanner<'a> {
         dir: &Path,
         devno: (u64, u64),
         size: u64,
-        by_path: &BTreeMap<PathBuf, PathBuf>,
+        by_path: Option<&BTreeMap<PathBuf, PathBuf>>,
     ) -> Disk {
         let path = self.dev_root.join(kname);
         let queue = dir.join("queue");
@@ -228,9 +228,11 @@ impl<'a> BlockScanner<'a> {
             serial: serial(dir),
             vendor: read_trimmed(&device.join("vendor")),
             hctl: link_name(&device).filter(|n| is_hctl(n)),
-            by_path: canonical(&path)
-                .and_then(|c| by_path.get(&c))
-                .map(|p| p.to_string_lossy().into_owned()),
+            by_path: match by_path {
+                Some(links) => canonical(&path).and_then(|c| links.get(&c).cloned()),
+                None => self.by_path_from_sysfs(kname, dir),
+            }
+            .map(|p| p.to_string_lossy().into_owned()),
             logical_sectors: Some(logical),
             physical_sectors: Some(physical),
             tran: transport(kname, dir),
@@ -275,12 +277,12 @@ impl<'a> BlockScanner<'a> {
     }
 
     /// `/dev/disk/by-path` as `{device node: link}`; the first link in name order wins when
-    /// several point at one device.
-    fn by_path_links(&self) -> BTreeMap<PathBuf, PathBuf> {
+    /// several point at one device. `None` when there is no such directory (no udev, as in
+    /// our ramdisk), as opposed to a device udev made no link for.
+    fn by_path_links(&self) -> Option<BTreeMap<PathBuf, PathBuf>> {
         let dir = self.dev_root.join("disk/by-path");
         let mut links: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .into_iter()
-            .flatten()
+            .ok()?
             .flatten()
             .map(|e| e.path())
             .collect();
@@ -291,7 +293,39 @@ impl<'a> BlockScanner<'a> {
                 map.entry(target).or_insert(link);
             }
         }
-        map
+        Some(map)
+    }
+
+    /// The `/dev/disk/by-path` name udev's `path_id` gives, from sysfs, for a machine
+    /// without udev, so that `by_path` root device hints written for IPA's ramdisk still
+    /// match. Only where the rule is simple and certain: a virtio disk is named after its
+    /// PCI function (`pci-0000:00:04.0`), an NVMe namespace after its controller's PCI
+    /// function and its namespace id (`pci-0000:3b:00.0-nvme-1`). ATA (port numbering
+    /// differs between udev versions), SAS, FC and iSCSI paths get none rather than a guess.
+    fn by_path_from_sysfs(&self, kname: &str, dir: &Path) -> Option<PathBuf> {
+        let pci_name = |p: &Path| -> Option<String> {
+            let name = p.file_name()?.to_str()?;
+            looks_like_pci_address(name).then(|| name.to_string())
+        };
+        let id = if kname.starts_with("vd") {
+            let device = canonical(&dir.join("device"))?;
+            if !device.file_name()?.to_str()?.starts_with("virtio") {
+                return None;
+            }
+            format!("pci-{}", pci_name(device.parent()?)?)
+        } else if let Some((ctrl, _)) = nvme_namespace(kname) {
+            // The controller named in the namespace's name, as udev finds it: the namespace's
+            // own parent is the subsystem when native multipath is on (Debian's default).
+            // sysfs places a controller at .../<pci function>/nvme/nvme<N>.
+            let controller =
+                canonical(&self.guard.sys_root().join(format!("class/nvme/nvme{ctrl}")))?;
+            let pci = pci_name(controller.parent()?.parent()?)?;
+            let nsid: u32 = read_trimmed(&dir.join("nsid"))?.parse().ok()?;
+            format!("pci-{pci}-nvme-{nsid}")
+        } else {
+            return None;
+        };
+        Some(self.dev_root.join("disk/by-path").join(id))
     }
 }
 
@@ -425,6 +459,18 @@ fn link_name(path: &Path) -> Option<String> {
     Some(target.file_name()?.to_string_lossy().into_owned())
 }
 
+/// `nvme<controller>n<namespace>` (not a multipath path device `nvme0c1n1`, nor a partition).
+fn nvme_namespace(kname: &str) -> Option<(u32, u32)> {
+    let (ctrl, ns) = kname.strip_prefix("nvme")?.split_once('n')?;
+    Some((ctrl.parse().ok()?, ns.parse().ok()?))
+}
+
+/// `dddd:bb:dd.f`, a PCI function's name in sysfs.
+fn looks_like_pci_address(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 12 && b[4] == b':' && b[7] == b':' && b[10] == b'.'
+}
+
 fn canonical(path: &Path) -> Option<PathBuf> {
     std::fs::canonicalize(path).ok()
 }
@@ -524,6 +570,73 @@ pub(crate) mod tests {
 
     fn names(disks: &[Disk]) -> Vec<&str> {
         disks.iter().map(|d| d.kname.as_str()).collect()
+    }
+
+    #[test]
+    fn by_path_from_sysfs_without_udev() {
+        let fx = SysFixture::new();
+        fs::remove_dir(fx.dev().join("disk/by-path")).unwrap();
+        let link = |target: &Path, at: &str| {
+            let at = fx.sys().join(at);
+            fs::create_dir_all(at.parent().unwrap()).unwrap();
+            std::os::unix::fs::symlink(target, at).unwrap();
+        };
+        // A virtio disk: its device is virtio1 on PCI function 0000:00:04.0.
+        fx.disk("vda", "254:0", 4096);
+        let virtio = fx.sys().join("devices/pci0000:00/0000:00:04.0/virtio1");
+        fs::create_dir_all(&virtio).unwrap();
+        link(&virtio, "block/vda/device");
+        // An NVMe namespace behind native multipath: its parent is the subsystem; the
+        // controller nvme0 sits on 0000:3b:00.0.
+        fx.disk("nvme0n1", "259:0", 4096);
+        fx.write("block/nvme0n1/nsid", "1");
+        let subsys = fx.sys().join("devices/virtual/nvme-subsystem/nvme-subsys0");
+        fs::create_dir_all(&subsys).unwrap();
+        link(&subsys, "block/nvme0n1/device");
+        let ctrl = fx
+            .sys()
+            .join("devices/pci0000:3a/0000:3a:00.0/0000:3b:00.0/nvme/nvme0");
+        fs::create_dir_all(&ctrl).unwrap();
+        link(&ctrl, "class/nvme/nvme0");
+        // SATA: no guess.
+        fx.disk("sda", "8:0", 4096);
+        fx.scsi("sda", "0:0:0:0");
+
+        let guard = DeviceGuard::new(true, vec![], fx.sys());
+        let disks = BlockScanner::new(&guard, fx.dev()).disks().unwrap();
+        let by_path: Vec<(&str, Option<String>)> = disks
+            .iter()
+            .map(|d| {
+                (
+                    d.kname.as_str(),
+                    d.info.by_path.as_ref().map(|p| {
+                        p.strip_prefix(&*fx.dev().to_string_lossy())
+                            .unwrap()
+                            .to_string()
+                    }),
+                )
+            })
+            .collect();
+        assert_eq!(
+            by_path,
+            [
+                (
+                    "nvme0n1",
+                    Some("/disk/by-path/pci-0000:3b:00.0-nvme-1".to_string())
+                ),
+                ("sda", None),
+                ("vda", Some("/disk/by-path/pci-0000:00:04.0".to_string())),
+            ]
+        );
+
+        // With udev's directory present, only its links count.
+        fs::create_dir_all(fx.dev().join("disk/by-path")).unwrap();
+        let disks = BlockScanner::new(&guard, fx.dev()).disks().unwrap();
+        assert!(disks.iter().all(|d| d.info.by_path.is_none()));
+
+        assert_eq!(nvme_namespace("nvme12n3"), Some((12, 3)));
+        assert_eq!(nvme_namespace("nvme0c1n1"), None);
+        assert_eq!(nvme_namespace("nvme0n1p1"), None);
     }
 
     #[test]
