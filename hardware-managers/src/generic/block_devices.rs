@@ -160,6 +160,13 @@ impl<'a> BlockScanner<'a> {
             if !self.is_candidate(&kname, devno) {
                 continue;
             }
+            // The per-path devices under NVMe native multipath (nvme0c0n1): the kernel makes
+            // no device node for them and lsblk, hence IPA, never lists them; the multipath
+            // head (nvme0n1) is the disk.
+            if read_trimmed(&dir.join("hidden")).as_deref() == Some("1") {
+                tracing::debug!(device = kname, "hidden block device (a multipath path)");
+                continue;
+            }
             let size = read_u64(&dir.join("size")).unwrap_or(0).saturating_mul(512);
             if size == 0 {
                 tracing::debug!(device = kname, "skipping block device of size 0");
@@ -633,6 +640,12 @@ pub(crate) mod tests {
         fs::create_dir_all(fx.dev().join("disk/by-path")).unwrap();
         let disks = BlockScanner::new(&guard, fx.dev()).disks().unwrap();
         assert!(disks.iter().all(|d| d.info.by_path.is_none()));
+
+        // A multipath path device is hidden and never a disk.
+        fx.disk("nvme0c0n1", "259:1", 4096);
+        fx.write("block/nvme0c0n1/hidden", "1");
+        let disks = BlockScanner::new(&guard, fx.dev()).disks().unwrap();
+        assert_eq!(names(&disks), ["nvme0n1", "sda", "vda"]);
 
         assert_eq!(nvme_namespace("nvme12n3"), Some((12, 3)));
         assert_eq!(nvme_namespace("nvme0c1n1"), None);
