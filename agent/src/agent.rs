@@ -5,8 +5,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
+use blockdev::DeviceGuard;
 use hardware_managers::generic::{GenericHardwareManager, GenericOptions};
-use hardware_managers::{DeviceGuard, HardwareManager, Managers};
+use hardware_managers::{HardwareManager, Managers};
 use ironic_protocol::{ApiVersion, LookupConfig, LookupResponse, Node};
 use tokio::sync::{watch, Notify};
 

@@ -21,7 +21,8 @@
 
 use std::collections::BTreeSet;
 
-use hardware_managers::{DeviceGuard, HardwareManager};
+use blockdev::DeviceGuard;
+use hardware_managers::HardwareManager;
 
 use crate::config::Config;
 

@@ -14,7 +14,7 @@
 use std::io::{self, Read};
 
 use base64::Engine;
-use hardware_managers::generic::region::Extent;
+use blockdev::region::Extent;
 
 use crate::gpt_write::{self, fix_gpt, guid_text, Gpt, GptError, LINUX_FS_TYPE};
 use crate::mbr_write::{Mbr, MbrError, TYPE_FAT32_LBA};

@@ -4,8 +4,8 @@
 
 use std::io::{self, Read, Write};
 
+use blockdev::region::Extent;
 use fatfs::{FatType, FileSystem, FormatVolumeOptions, FsOptions};
-use hardware_managers::generic::region::Extent;
 
 use crate::{DiskTarget, PartitionIo, MIB};
 
@@ -234,12 +234,9 @@ mod tests {
                 "{text}"
             );
         }
-        let id = crate::fs_id::probe(&hardware_managers::generic::region::Region::new(
-            target.file(),
-            extent,
-        ))
-        .unwrap()
-        .unwrap();
+        let id = crate::fs_id::probe(&blockdev::region::Region::new(target.file(), extent))
+            .unwrap()
+            .unwrap();
         assert_eq!(id.label.as_deref(), Some("efi-part"));
     }
 

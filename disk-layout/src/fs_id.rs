@@ -4,7 +4,7 @@
 
 use std::io;
 
-use hardware_managers::generic::region::{ReadAt, Region};
+use blockdev::region::{ReadAt, Region};
 
 /// What `blkid -p` would print for a partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,7 +225,7 @@ fn root_dir_label<R: ReadAt + ?Sized>(
 mod tests {
     use super::*;
     use crate::testutil::{run, temp_disk};
-    use hardware_managers::generic::region::Extent;
+    use blockdev::region::Extent;
 
     fn probe_file(path: &std::path::Path) -> Option<FsId> {
         let data = std::fs::read(path).unwrap();

@@ -8,10 +8,10 @@
 
 use std::io;
 
-use hardware_managers::generic::partition_table::{
+use blockdev::partition_table::{
     crc32, GptPartition, Guid, GPT_SIGNATURE, MBR_TYPE_GPT_PROTECTIVE,
 };
-use hardware_managers::generic::region::Extent;
+use blockdev::region::Extent;
 
 use crate::{DiskTarget, MIB};
 

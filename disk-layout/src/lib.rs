@@ -16,7 +16,7 @@
 //!
 //! # Safety
 //! Nothing here opens a device by name except [`DiskTarget::open`], which asks the
-//! [`DeviceGuard`](hardware_managers::DeviceGuard) first; everything else works on an opened
+//! [`DeviceGuard`](blockdev::DeviceGuard) first; everything else works on an opened
 //! [`DiskTarget`] at byte offsets, so tests run on temporary files. EFI variables are written
 //! only when the guard says the agent runs in a ramdisk; elsewhere the writes are logged and
 //! reported as a dry run.
@@ -36,7 +36,7 @@ mod target;
 pub mod uefi_boot;
 
 pub use slice::PartitionIo;
-pub use target::{DiskTarget, TargetError};
+pub use target::DiskTarget;
 
 /// One mebibyte: partitions are aligned to it, as parted's `optimal` alignment and sgdisk do.
 pub const MIB: u64 = 1 << 20;

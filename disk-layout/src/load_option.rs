@@ -2,7 +2,7 @@
 //! Options"), with the device paths `efibootmgr -c` puts in one: a hard drive media node
 //! (`HD(partition, GPT|MBR, signature, start, size)`), a file path node, and the end node.
 
-use hardware_managers::generic::partition_table::Guid;
+use blockdev::partition_table::Guid;
 
 /// `LOAD_OPTION_ACTIVE`.
 pub const LOAD_OPTION_ACTIVE: u32 = 0x0000_0001;
@@ -156,10 +156,8 @@ mod tests {
 
     #[test]
     fn matches_efibootmgr_byte_for_byte() {
-        let guid = hardware_managers::generic::partition_table::Guid::parse(
-            "AAAAAAAA-BBBB-CCCC-DDDD-EEEEEEEEEEEE",
-        )
-        .unwrap();
+        let guid =
+            blockdev::partition_table::Guid::parse("AAAAAAAA-BBBB-CCCC-DDDD-EEEEEEEEEEEE").unwrap();
         let gpt = LoadOption::for_loader(
             "ironic1",
             1,

@@ -3,7 +3,7 @@
 
 use std::io;
 
-use hardware_managers::generic::partition_table::MBR_TYPE_GPT_PROTECTIVE;
+use blockdev::partition_table::MBR_TYPE_GPT_PROTECTIVE;
 
 use crate::DiskTarget;
 

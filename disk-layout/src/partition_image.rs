@@ -19,9 +19,9 @@
 use std::io;
 use std::path::Path;
 
-use hardware_managers::generic::region::{Extent, Region};
-use hardware_managers::generic::signatures;
-use hardware_managers::DeviceGuard;
+use blockdev::region::{Extent, Region};
+use blockdev::signatures;
+use blockdev::DeviceGuard;
 use ironic_protocol::Node;
 use serde_json::{Map, Value};
 
@@ -66,7 +66,7 @@ pub enum PartitionImageError {
     #[error(transparent)]
     Uuids(#[from] UuidError),
     #[error(transparent)]
-    NotAllowed(#[from] hardware_managers::HardwareError),
+    NotAllowed(#[from] blockdev::NotAllowed),
     #[error("{context}: {source}")]
     Io {
         context: String,

@@ -12,8 +12,8 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use hardware_managers::generic::partition_table::MBR_TYPE_GPT_PROTECTIVE;
-use hardware_managers::generic::region::{Extent, Region};
+use blockdev::partition_table::MBR_TYPE_GPT_PROTECTIVE;
+use blockdev::region::{Extent, Region};
 use serde_json::{Map, Value};
 
 use crate::fs_id::{self, FsId};
@@ -43,7 +43,7 @@ pub struct PartInfo {
     /// Whether the partition type is the EFI system partition's (GPT type or MBR 0xEF).
     pub is_esp: bool,
     /// GPT partition GUID or disk signature, for UEFI device paths.
-    pub gpt_guid: Option<hardware_managers::generic::partition_table::Guid>,
+    pub gpt_guid: Option<blockdev::partition_table::Guid>,
     pub mbr_signature: Option<u32>,
     /// The filesystem in it, if recognised.
     pub fs: Option<FsId>,

@@ -2,7 +2,7 @@
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
-use hardware_managers::generic::region::Extent;
+use blockdev::region::Extent;
 
 use crate::DiskTarget;
 

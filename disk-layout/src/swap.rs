@@ -3,7 +3,7 @@
 
 use std::io;
 
-use hardware_managers::generic::region::Extent;
+use blockdev::region::Extent;
 
 use crate::DiskTarget;
 

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use blockdev::WritableDisk;
+
 use crate::DiskTarget;
 
 /// A sparse temporary file of `len` bytes opened as a target with `sector_size` sectors.
@@ -14,8 +16,7 @@ pub fn temp_disk(len: u64, sector_size: u64) -> (tempfile::NamedTempFile, DiskTa
         .write(true)
         .open(tmp.path())
         .unwrap();
-    let target = DiskTarget::from_file(file, tmp.path())
-        .unwrap()
+    let target = DiskTarget::new(WritableDisk::from_file(file, tmp.path()).unwrap())
         .with_sector_size(sector_size);
     (tmp, target)
 }

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
 
-use hardware_managers::DeviceGuard;
+use blockdev::DeviceGuard;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -480,8 +480,8 @@ mod tests {
     use crate::gpt_write::{random_guid, Gpt, ESP_TYPE, LINUX_FS_TYPE};
     use crate::testutil::temp_disk;
     use crate::MIB;
-    use hardware_managers::generic::partition_table::Guid;
-    use hardware_managers::generic::region::Extent;
+    use blockdev::partition_table::Guid;
+    use blockdev::region::Extent;
 
     const ESP_GUID: &str = "AAAAAAAA-BBBB-CCCC-DDDD-EEEEEEEEEEEE";
 

@@ -95,8 +95,9 @@ impl HardwareManager for SiteManager {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use blockdev::DeviceGuard;
     use hardware_managers::generic::{GenericHardwareManager, GenericOptions};
-    use hardware_managers::{DeviceGuard, Managers};
+    use hardware_managers::Managers;
     use serde_json::Map;
 
     fn managers(proc_root: &std::path::Path) -> Managers {

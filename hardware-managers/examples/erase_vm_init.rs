@@ -17,24 +17,18 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use blockdev::DeviceGuard;
 use hardware_managers::flash_card::{
     CardErase, CardModel, FlashCardConfig, FlashCardManager, PciMatch,
 };
 use hardware_managers::generic::erase::{ata, nvme, sg};
 use hardware_managers::generic::{GenericHardwareManager, GenericOptions};
-use hardware_managers::{DeviceGuard, HardwareManager, Managers, StepCall};
+use hardware_managers::{HardwareManager, Managers, StepCall};
 use ironic_protocol::Node;
 use serde_json::{json, Map, Value};
-
-nix::ioctl_write_ptr_bad!(
-    blkroset,
-    nix::request_code_none!(0x12, 93),
-    nix::libc::c_int
-);
 
 fn power_off() -> ! {
     let _ = std::io::stdout().flush();
@@ -161,9 +155,7 @@ fn ceiling(device: &str, mib: u64) -> Value {
     let mut sorted = runs.clone();
     sorted.sort_by(f64::total_cmp);
     if let Ok(f) = File::open(format!("/dev/{device}")) {
-        let one: nix::libc::c_int = 1;
-        // SAFETY: BLKROSET reads one int that lives for the call.
-        if let Err(e) = unsafe { blkroset(f.as_raw_fd(), &one) } {
+        if let Err(e) = blockdev::ioctl::set_read_only(&f, true) {
             println!("BLKROSET {device}: {e}");
         }
     }

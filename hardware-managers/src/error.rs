@@ -18,12 +18,8 @@ pub enum HardwareError {
     MethodNotFound(String),
 
     /// The agent is not in a ramdisk and the device was not allowed with `--allow-device`.
-    #[error(
-        "refusing to {action} {}: the agent is not running in a ramdisk and the device was \
-         not allowed with --allow-device",
-        device.display()
-    )]
-    DeviceNotAllowed { device: PathBuf, action: String },
+    #[error(transparent)]
+    DeviceNotAllowed(#[from] blockdev::NotAllowed),
 
     /// A shared-disk cluster filesystem or partition was found (IPA's `ProtectedDeviceError`).
     #[error(
@@ -101,7 +97,7 @@ impl HardwareError {
             HardwareError::BlockDeviceErase(_) => Some("BlockDeviceEraseError"),
             HardwareError::InvalidArguments(_) => Some("InvalidCommandParamsError"),
             HardwareError::DeviceNotFound(_) => Some("DeviceNotFound"),
-            HardwareError::DeviceNotAllowed { .. }
+            HardwareError::DeviceNotAllowed(_)
             | HardwareError::Io { .. }
             | HardwareError::StepFailed(_) => None,
         }

@@ -59,7 +59,9 @@ use ironic_protocol::{Node, Step, StepKind};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::{DeviceGuard, HardwareError, HardwareManager, StepCall, SupportLevel};
+use blockdev::DeviceGuard;
+
+use crate::{HardwareError, HardwareManager, StepCall, SupportLevel};
 
 /// Where the agent looks for manifests unless told otherwise.
 pub const DEFAULT_DIR: &str = "/etc/ironic-agent/managers.d";

@@ -53,7 +53,9 @@ use serde_json::{json, Map, Value};
 
 use crate::generic::block_devices::Disk;
 use crate::generic::erase::{hardware_erase, nvme, Attempt, Expect, Refusal};
-use crate::{DeviceGuard, HardwareError, HardwareManager, SupportLevel};
+use blockdev::DeviceGuard;
+
+use crate::{HardwareError, HardwareManager, SupportLevel};
 
 /// Which PCI functions a card model covers; unset fields match anything.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -298,6 +300,7 @@ impl FlashCardManager {
             CardErase::VendorTool => {
                 let tool = &self.config.vendor_tool;
                 hardware_erase(
+                    &self.guard,
                     disk,
                     || tool_plan(tool, &card.function, &device),
                     |_| Expect::MarkersGone,
@@ -312,6 +315,7 @@ impl FlashCardManager {
                 let t = nvme::NvmeDevice::new(&file);
                 let siblings = nvme::sibling_namespaces(self.sys(), &disk.kname);
                 hardware_erase(
+                    &self.guard,
                     disk,
                     || nvme::plan(&t, &siblings, &self.nvme),
                     |p| p.expect(),

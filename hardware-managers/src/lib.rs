@@ -7,7 +7,7 @@
 //! `dispatch_to_managers` / `dispatch_to_all_managers` do, so a vendor manager can override
 //! one step of the generic manager and inherit everything else.
 //!
-//! Destructive work goes through a [`DeviceGuard`]: outside a ramdisk only devices that the
+//! Destructive work goes through a [`blockdev::DeviceGuard`]: outside a ramdisk only devices that the
 //! operator allowed explicitly may be touched, so running the agent on a workstation cannot
 //! wipe the workstation.
 
@@ -17,12 +17,10 @@ mod error;
 pub mod external;
 pub mod flash_card;
 pub mod generic;
-mod guard;
 mod inventory;
 mod manager;
 
 pub use dispatch::Managers;
 pub use error::HardwareError;
-pub use guard::{running_in_ramdisk, DeviceGuard, GuardError};
 pub use inventory::InventoryRequest;
 pub use manager::{HardwareManager, StepCall, SupportLevel};

@@ -48,7 +48,7 @@ pub struct StepCall<'a> {
 ///   `hardware_managers::flash_card` for a complete example).
 /// * A manager may assume the agent has looked up its node (the `StepCall` carries it) and
 ///   that only one step runs at a time. It must not assume it runs in a ramdisk: destructive
-///   work on a device must first pass the [`crate::DeviceGuard`] it was given.
+///   work on a device must first pass the [`blockdev::DeviceGuard`] it was given.
 /// * [`HardwareManager::version`] must only change when the manager's steps change: the
 ///   conductor restarts cleaning whenever a version differs from the one it cached.
 /// * A step's arguments have been checked against the `argsinfo` it advertises before

@@ -5,9 +5,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use blockdev::DeviceGuard;
 use hardware_managers::external::{self, ExternalManager, LoadError};
 use hardware_managers::generic::{GenericHardwareManager, GenericOptions};
-use hardware_managers::{DeviceGuard, HardwareError, HardwareManager, Managers, StepCall};
+use hardware_managers::{HardwareError, HardwareManager, Managers, StepCall};
 use ironic_protocol::{Node, StepKind};
 use serde_json::{json, Map, Value};
 

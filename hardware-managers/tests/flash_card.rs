@@ -7,11 +7,10 @@
 
 use std::path::{Path, PathBuf};
 
+use blockdev::DeviceGuard;
 use hardware_managers::flash_card::{FlashCardConfig, FlashCardManager, VendorTool};
 use hardware_managers::generic::{GenericHardwareManager, GenericOptions};
-use hardware_managers::{
-    DeviceGuard, HardwareError, HardwareManager, Managers, StepCall, SupportLevel,
-};
+use hardware_managers::{HardwareError, HardwareManager, Managers, StepCall, SupportLevel};
 use ironic_protocol::Node;
 use serde_json::{Map, Value};
 

@@ -410,7 +410,11 @@ mod tests {
             at: 0,
         });
         let open = factory(Some("raw"));
-        let writer = DiskWriter::open(target.path(), None).unwrap();
+        let writer = DiskWriter::open(
+            blockdev::WritableDisk::open_file(target.path()).unwrap(),
+            None,
+        )
+        .unwrap();
         let report = run(src, "img", &sha256(&img), &open, writer, None).unwrap();
         assert_eq!(report.file_bytes, img.len() as u64);
         let after = std::fs::read(target.path()).unwrap();
@@ -430,7 +434,11 @@ mod tests {
         let mut wrong = sha256(&img);
         wrong.value = "0".repeat(64);
         let open = factory(Some("raw"));
-        let writer = DiskWriter::open(target.path(), None).unwrap();
+        let writer = DiskWriter::open(
+            blockdev::WritableDisk::open_file(target.path()).unwrap(),
+            None,
+        )
+        .unwrap();
         let err = run(src, "img", &wrong, &open, writer, None).unwrap_err();
         assert!(matches!(err, PipelineError::Checksum(_)), "{err}");
         let after = std::fs::read(target.path()).unwrap();
@@ -448,7 +456,11 @@ mod tests {
             at: 0,
         });
         let open = factory(Some("raw"));
-        let writer = DiskWriter::open(target.path(), None).unwrap();
+        let writer = DiskWriter::open(
+            blockdev::WritableDisk::open_file(target.path()).unwrap(),
+            None,
+        )
+        .unwrap();
         let err = run(src, "img", &sha256(&img), &open, writer, None).unwrap_err();
         assert!(err.to_string().contains("needs at least"), "{err}");
         assert!(std::fs::read(target.path())
@@ -481,7 +493,11 @@ mod tests {
             at: 0,
         });
         let open = factory(Some("qcow2"));
-        let writer = DiskWriter::open(target.path(), None).unwrap();
+        let writer = DiskWriter::open(
+            blockdev::WritableDisk::open_file(target.path()).unwrap(),
+            None,
+        )
+        .unwrap();
         let report = run(src, "img", &sha256(&file), &open, writer, None).unwrap();
         assert_eq!(report.format, "qcow2");
         assert_eq!(report.image_size, 6 << 20);

@@ -17,9 +17,10 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::ops::Range;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::PathBuf;
 
+use blockdev::{ioctl, WritableDisk};
 use bytes::Bytes;
 
 use crate::WriteOp;
@@ -34,14 +35,6 @@ const STAGING: usize = 4 << 20;
 const DIRECT_RUN: usize = 4 << 20;
 /// Memory alignment of the staging buffer (covers 4K-sector devices).
 const ALIGN: usize = 4096;
-
-nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
-nix::ioctl_read_bad!(
-    blksszget,
-    nix::request_code_none!(0x12, 104),
-    nix::libc::c_int
-);
-nix::ioctl_write_ptr_bad!(blkzeroout, nix::request_code_none!(0x12, 127), [u64; 2]);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -198,52 +191,35 @@ impl Flusher {
 }
 
 impl DiskWriter {
-    /// Opens `path` for writing the whole device (`window = None`) or a byte range of it. The
-    /// caller must have cleared `path` with the device guard.
-    pub fn open(path: &Path, window: Option<Range<u64>>) -> Result<Self, SinkError> {
-        let io_err = |context, source| SinkError::Io {
-            context,
-            path: path.to_path_buf(),
-            source,
-        };
-        let buffered = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(|e| io_err("opening", e))?;
-        let meta = buffered.metadata().map_err(|e| io_err("inspecting", e))?;
-        let is_block_device = meta.file_type().is_block_device();
-        let (size, block) = if is_block_device {
-            let mut size = 0u64;
-            // SAFETY: BLKGETSIZE64 writes one u64 into `size`.
-            unsafe { blkgetsize64(buffered.as_raw_fd(), &mut size) }
-                .map_err(|e| io_err("reading the size of", e.into()))?;
-            let mut ssz: nix::libc::c_int = 512;
-            // SAFETY: BLKSSZGET writes one int into `ssz`.
-            let _ = unsafe { blksszget(buffered.as_raw_fd(), &mut ssz) };
-            (size, u64::try_from(ssz).unwrap_or(512).max(512))
-        } else {
-            (meta.len(), 512)
-        };
+    /// Writes the whole disk (`window = None`) or a byte range of it. The disk was opened
+    /// through the device guard ([`WritableDisk::open`]); the `O_DIRECT` descriptor is a
+    /// [`WritableDisk::reopen`] of the same device.
+    pub fn open(disk: WritableDisk, window: Option<Range<u64>>) -> Result<Self, SinkError> {
+        let path = disk.path().to_path_buf();
+        let (size, block, is_block_device) =
+            (disk.len(), disk.sector_size(), disk.is_block_device());
         let window = window.unwrap_or(0..size);
         if window.end > size || window.start > window.end {
             return Err(SinkError::TooSmall {
-                path: path.to_path_buf(),
+                path,
                 needed: window.end,
                 capacity: size,
             });
         }
-        let direct = OpenOptions::new()
-            .write(true)
-            .custom_flags(nix::libc::O_DIRECT)
-            .open(path)
+        let direct = disk
+            .reopen(
+                OpenOptions::new()
+                    .write(true)
+                    .custom_flags(nix::libc::O_DIRECT),
+            )
             .ok()
             .filter(|_| window.start.is_multiple_of(ALIGN as u64));
+        let buffered = disk.into_file();
         let head_len = HEAD_HOLD.min(window.end - window.start) as usize;
         // Without a flusher everything is synced at the end, which is correct, only slower.
         let flusher = buffered.try_clone().and_then(Flusher::start).ok();
         Ok(DiskWriter {
-            path: path.to_path_buf(),
+            path,
             stats: WriteStats {
                 direct_io: direct.is_some(),
                 ..WriteStats::default()
@@ -479,10 +455,8 @@ impl DiskWriter {
             let (a, b) = (start.div_ceil(512) * 512, end / 512 * 512);
             if a < b {
                 self.write_zeros(start, a)?;
-                let range = [a, b - a];
-                // SAFETY: BLKZEROOUT reads a [start, length] pair we own.
-                match unsafe { blkzeroout(self.buffered.as_raw_fd(), &range) } {
-                    Ok(_) => return self.write_zeros(b, end),
+                match ioctl::zero_out(&self.buffered, a, b - a) {
+                    Ok(()) => return self.write_zeros(b, end),
                     Err(e) => tracing::debug!(error = %e, "BLKZEROOUT refused, writing zeros"),
                 }
             }
@@ -568,6 +542,7 @@ impl DiskWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use blockdev::WritableDisk;
     use bytes::Bytes;
 
     fn target(size: usize, fill: u8) -> tempfile::NamedTempFile {
@@ -622,7 +597,7 @@ mod tests {
             },
             data((22 << 20) + 7, 1000, 5),
         ];
-        let mut w = DiskWriter::open(t.path(), None).unwrap();
+        let mut w = DiskWriter::open(WritableDisk::open_file(t.path()).unwrap(), None).unwrap();
         for op in ops.clone() {
             w.apply(op).unwrap();
         }
@@ -648,7 +623,7 @@ mod tests {
         }
         // An unaligned op in between goes through the staging buffer.
         ops.insert(6, data((12 << 20) + 3, 1000, 9));
-        let mut w = DiskWriter::open(t.path(), None).unwrap();
+        let mut w = DiskWriter::open(WritableDisk::open_file(t.path()).unwrap(), None).unwrap();
         for op in ops.clone() {
             w.apply(op).unwrap();
         }
@@ -660,7 +635,7 @@ mod tests {
     #[test]
     fn first_mib_is_written_last() {
         let t = target(4 << 20, 0xEE);
-        let mut w = DiskWriter::open(t.path(), None).unwrap();
+        let mut w = DiskWriter::open(WritableDisk::open_file(t.path()).unwrap(), None).unwrap();
         w.apply(data(0, 2 << 20, 9)).unwrap();
         w.flush_staging().unwrap();
         let mid = std::fs::read(t.path()).unwrap();
@@ -680,14 +655,14 @@ mod tests {
     #[test]
     fn untouched_until_the_first_op_and_abort_wipes_ends() {
         let t = target(4 << 20, 0xEE);
-        let w = DiskWriter::open(t.path(), None).unwrap();
+        let w = DiskWriter::open(WritableDisk::open_file(t.path()).unwrap(), None).unwrap();
         w.abort();
         assert!(
             std::fs::read(t.path()).unwrap().iter().all(|b| *b == 0xEE),
             "nothing written, nothing wiped"
         );
 
-        let mut w = DiskWriter::open(t.path(), None).unwrap();
+        let mut w = DiskWriter::open(WritableDisk::open_file(t.path()).unwrap(), None).unwrap();
         w.apply(data(0, 4 << 20, 3)).unwrap();
         w.abort();
         let v = std::fs::read(t.path()).unwrap();
@@ -698,7 +673,7 @@ mod tests {
     #[test]
     fn too_small_is_refused_before_writing() {
         let t = target(2 << 20, 0xEE);
-        let mut w = DiskWriter::open(t.path(), None).unwrap();
+        let mut w = DiskWriter::open(WritableDisk::open_file(t.path()).unwrap(), None).unwrap();
         let e = w.ensure_fits(3 << 20).unwrap_err().to_string();
         assert!(e.contains("needs at least 3145728 bytes"), "{e}");
         assert!(w.apply(data((2 << 20) - 10, 20, 1)).is_err());
@@ -710,7 +685,11 @@ mod tests {
     fn windows_are_relative() {
         let size = 8 << 20;
         let t = target(size, 0xEE);
-        let mut w = DiskWriter::open(t.path(), Some((2 << 20)..(6 << 20))).unwrap();
+        let mut w = DiskWriter::open(
+            WritableDisk::open_file(t.path()).unwrap(),
+            Some((2 << 20)..(6 << 20)),
+        )
+        .unwrap();
         assert_eq!(w.capacity(), 4 << 20);
         w.apply(data(0, 3 << 20, 7)).unwrap();
         w.commit().unwrap();

@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use blockdev::{rescan, OpenError, WritableDisk};
 use disk_layout::partition_image::{self, PartitionImageParams, PartitionPlan};
 use disk_layout::{configdrive, gpt_write, partition_uuids, DiskTarget};
-use hardware_managers::generic::rescan;
 use hardware_managers::HardwareError;
 use image_pipeline::checksum::{validate_image_info, ChecksumError};
 use image_pipeline::format::{inspect, open_decoder, Opened};
@@ -31,6 +31,9 @@ pub struct ImageRequest<'a> {
     /// `cache_image(force=True)`: write even if this image is already on the disk.
     pub force: bool,
 }
+
+/// What the device guard is asked to allow.
+const WRITE_IMAGE: &str = "write an image to";
 
 /// Largest config drive download accepted (IPA's limit on the decoded drive is 64 MiB; the
 /// encoded form is larger).
@@ -76,7 +79,7 @@ pub fn prepare_image(
     let node = agent.node().unwrap_or_default();
     let device = agent.managers().get_os_install_device(&node)?;
     let disk = PathBuf::from(&device.name);
-    agent.guard().check(&disk, "write an image to")?;
+    agent.guard().check(&disk, WRITE_IMAGE)?;
     tracing::info!(image = %image_id, device = %disk.display(), size = device.size, "install device chosen");
 
     let is_partition_image = info.get("image_type").and_then(Value::as_str) == Some("partition");
@@ -124,7 +127,17 @@ pub fn prepare_image(
                 }) as BeforeWrite<'_>
             });
         let download = start_download(settings, runtime).map_err(source_error)?;
-        let writer = DiskWriter::open(&disk, window).map_err(|e| write_error(&disk, e))?;
+        let target =
+            WritableDisk::open(&disk, agent.guard(), WRITE_IMAGE).map_err(|e| match e {
+                OpenError::NotAllowed(e) => HardwareError::from(e),
+                e => ipa(
+                    "ImageWriteError",
+                    500,
+                    "Error writing image to device",
+                    format!("Writing image to device {} failed: {e}", disk.display()),
+                ),
+            })?;
+        let writer = DiskWriter::open(target, window).map_err(|e| write_error(&disk, e))?;
         let factory = decoder_factory(agent, &info);
         let report = pipeline::run(
             Box::new(download),
@@ -204,8 +217,7 @@ fn result_message(image_id: &str, disk: &Path, info: &Value, uuids: &Map<String,
 }
 
 fn open_target(agent: &Agent, disk: &Path) -> Result<DiskTarget, HardwareError> {
-    DiskTarget::open(disk, agent.guard(), "write an image to")
-        .map_err(|e| deployment_error(e.to_string()))
+    DiskTarget::open(disk, agent.guard(), WRITE_IMAGE).map_err(|e| deployment_error(e.to_string()))
 }
 
 fn reread_partitions(target: &DiskTarget) -> Result<(), HardwareError> {

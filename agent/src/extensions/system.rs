@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hardware_managers::DeviceGuard;
+use blockdev::DeviceGuard;
 use ironic_protocol::CommandError;
 
 use crate::agent::{AfterStop, Agent};

@@ -13,9 +13,11 @@ use std::path::{Path, PathBuf};
 use ironic_protocol::BlockDevice;
 use nix::sys::stat::makedev;
 
-use super::partition_table::PartitionTables;
-use super::region::Extent;
-use crate::{DeviceGuard, HardwareError};
+use blockdev::partition_table::PartitionTables;
+use blockdev::region::Extent;
+use blockdev::DeviceGuard;
+
+use crate::HardwareError;
 
 /// Name prefixes of block devices that are never disks. `md*` (software RAID) and `dm-*`
 /// (device mapper: LVM, multipath, dm-crypt) are skipped until RAID and multipath support
@@ -766,7 +768,7 @@ pub(crate) mod tests {
     #[test]
     fn this_machine_lists_nothing_without_allowed_devices() {
         // The real /sys of the development machine: its /dev/vda must never be listed.
-        if crate::running_in_ramdisk() {
+        if blockdev::running_in_ramdisk() {
             return;
         }
         let guard = DeviceGuard::new(false, vec![], "/sys");

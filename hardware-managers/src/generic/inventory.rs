@@ -76,7 +76,7 @@ mod tests {
     use super::*;
     use crate::generic::block_devices::tests::SysFixture;
     use crate::generic::GenericOptions;
-    use crate::DeviceGuard;
+    use blockdev::DeviceGuard;
 
     #[test]
     fn inventory_from_a_fixture_machine() {

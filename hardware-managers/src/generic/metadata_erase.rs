@@ -14,18 +14,19 @@
 //! where the backup is has not been zeroed yet), then probed again afterwards: a signature
 //! still found is erased too, as `wipefs -a` repeats until nothing is left.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 
 use ironic_protocol::Node;
 use serde_json::{json, Map, Value};
 
 use super::block_devices::{Disk, DiskRegion};
-use super::partition_table::PartitionTables;
-use super::region::{merge, Extent, Region};
-use super::signatures::{self, Signature, LINUX_RAID_MEMBER};
-use super::{protected, rescan, GenericOptions};
-use crate::{DeviceGuard, HardwareError};
+use super::{protected, GenericOptions};
+use crate::HardwareError;
+use blockdev::partition_table::PartitionTables;
+use blockdev::region::{merge, Extent, Region};
+use blockdev::signatures::{self, Signature, LINUX_RAID_MEMBER};
+use blockdev::{rescan, DeviceGuard, WritableDisk};
 
 const ACTION: &str = "erase the metadata of";
 /// `sgdisk`'s default GPT: 128 entries of 128 bytes.
@@ -65,14 +66,14 @@ pub(crate) fn erase_devices_metadata(
 
     let mut errors: Vec<(String, String)> = Vec::new();
     for disk in writable {
-        let file = match OpenOptions::new().read(true).write(true).open(&disk.path) {
-            Ok(f) => f,
+        let target = match WritableDisk::open(&disk.path, guard, ACTION) {
+            Ok(t) => t,
             Err(e) => {
-                errors.push((disk.path.display().to_string(), format!("opening: {e}")));
+                errors.push((disk.path.display().to_string(), e.to_string()));
                 continue;
             }
         };
-        let outcome = erase_disk(&file, disk);
+        let outcome = erase_disk(target.file(), disk);
         for r in &outcome.regions {
             tracing::info!(device = r.name, report = %r.to_json(disk), "erased metadata");
             report.insert(r.name.clone(), r.to_json(disk));
@@ -333,13 +334,13 @@ fn write_zeros(file: &File, extent: Extent) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generic::partition_table::tests::{write_gpt, LINUX_FS};
     use crate::generic::protected::tests::disk;
+    use blockdev::fixtures::{write_gpt, LINUX_FS};
 
     fn file_with(bytes: &[u8]) -> (tempfile::NamedTempFile, File) {
         let f = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(f.path(), bytes).unwrap();
-        let file = OpenOptions::new()
+        let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open(f.path())

@@ -7,12 +7,8 @@ mod inventory;
 pub mod lldp;
 mod metadata_erase;
 mod network;
-pub mod partition_table;
 mod protected;
-pub mod region;
-pub mod rescan;
 pub mod root_device;
-pub mod signatures;
 pub mod smbios;
 mod system_facts;
 
@@ -21,7 +17,9 @@ use std::path::PathBuf;
 use ironic_protocol::{BlockDevice, Interface, Inventory, Node, Step, StepKind};
 use serde_json::Value;
 
-use crate::{DeviceGuard, HardwareError, HardwareManager, Managers, StepCall, SupportLevel};
+use blockdev::DeviceGuard;
+
+use crate::{HardwareError, HardwareManager, Managers, StepCall, SupportLevel};
 use block_devices::{BlockScanner, Disk};
 
 /// Settings of the generic manager that come from the agent's configuration.
@@ -79,17 +77,17 @@ impl GenericHardwareManager {
     /// the step refuses rather than reporting success for erasing nothing.
     fn disks_for(&self, action: &str) -> Result<Vec<Disk>, HardwareError> {
         if !self.guard.in_ramdisk() && self.guard.allowed_paths().next().is_none() {
-            return Err(HardwareError::DeviceNotAllowed {
+            return Err(HardwareError::DeviceNotAllowed(blockdev::NotAllowed {
                 device: PathBuf::from("any block device"),
                 action: action.to_string(),
-            });
+            }));
         }
         self.disks()
     }
 
     /// The hardware erase methods on this manager's devices.
     fn erase_methods(&self) -> erase::DeviceMethods {
-        erase::DeviceMethods::new(self.guard.sys_root())
+        erase::DeviceMethods::new(&self.guard)
     }
 
     /// `erase_devices` with `erase_one` erasing each disk.
@@ -281,7 +279,7 @@ mod tests {
         ] {
             let err = run(&m, step).unwrap_err();
             assert!(
-                matches!(err, HardwareError::DeviceNotAllowed { .. }),
+                matches!(err, HardwareError::DeviceNotAllowed(_)),
                 "{step}: {err}"
             );
         }

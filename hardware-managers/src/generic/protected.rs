@@ -18,11 +18,11 @@ use std::path::PathBuf;
 use ironic_protocol::Node;
 
 use super::block_devices::Disk;
-use super::partition_table::{Guid, PartitionTables};
-use super::region::{ReadAt, Region};
-use super::signatures::{self, GFS2};
 use super::GenericOptions;
 use crate::HardwareError;
+use blockdev::partition_table::{Guid, PartitionTables};
+use blockdev::region::{ReadAt, Region};
+use blockdev::signatures::{self, GFS2};
 
 /// GPT partition types of shared-disk filesystems.
 const GUARDED_GPT_TYPES: [(Guid, &str); 2] = [
@@ -134,8 +134,8 @@ pub(crate) fn check_disk<R: ReadAt + ?Sized>(source: &R, disk: &Disk) -> Result<
 pub(crate) mod tests {
     use super::*;
     use crate::generic::block_devices::Partition;
-    use crate::generic::partition_table::tests::{write_gpt, LINUX_FS};
-    use crate::generic::signatures::tests::write_gfs2;
+    use blockdev::fixtures::write_gfs2;
+    use blockdev::fixtures::{write_gpt, LINUX_FS};
     use serde_json::json;
 
     pub(crate) fn disk(size: u64, partitions: &[(u32, u64, u64)]) -> Disk {

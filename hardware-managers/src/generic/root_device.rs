@@ -946,7 +946,7 @@ mod tests {
         use crate::generic::{GenericHardwareManager, GenericOptions};
         let fx = SysFixture::new();
         fx.disk("sda", "8:0", 16 << 21).disk("sdb", "8:16", 8 << 21);
-        let guard = crate::DeviceGuard::new(true, vec![], fx.sys());
+        let guard = blockdev::DeviceGuard::new(true, vec![], fx.sys());
         let generic =
             GenericHardwareManager::new(guard, GenericOptions::default()).with_dev_root(fx.dev());
         let managers = crate::Managers::new(vec![Box::new(generic)]).unwrap();

@@ -5,20 +5,15 @@
 //! planted beforehand read back as zeros. A device that ignores the discard, or leaves the
 //! old contents readable, fails the verification and the erase moves on to the overwrite.
 
-use std::fs::OpenOptions;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::Instant;
 
 use serde_json::{json, Map, Value};
 
-use super::Refusal;
+use blockdev::{ioctl, WritableDisk};
 
-// <linux/fs.h>: BLKDISCARD = _IO(0x12,119), BLKSECDISCARD = _IO(0x12,125); both take
-// `uint64_t range[2]` = {start, length} in bytes.
-nix::ioctl_write_ptr_bad!(blkdiscard, nix::request_code_none!(0x12, 119), [u64; 2]);
-nix::ioctl_write_ptr_bad!(blksecdiscard, nix::request_code_none!(0x12, 125), [u64; 2]);
+use super::Refusal;
 
 /// `queue/discard_max_bytes` of the disk; 0 when the device cannot discard.
 pub fn discard_max_bytes(sys_root: &Path, kname: &str) -> u64 {
@@ -45,27 +40,18 @@ pub fn plan(sys_root: &Path, kname: &str) -> Result<u64, Refusal> {
 
 /// Discards `[0, size)` of the device: a secure discard if the device implements one, else a
 /// plain discard; then drops the device's page cache.
-pub fn run(path: &Path, size: u64, max_bytes: u64) -> Result<Map<String, Value>, String> {
+pub fn run(disk: &WritableDisk, size: u64, max_bytes: u64) -> Result<Map<String, Value>, String> {
     let started = Instant::now();
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(|e| format!("opening for discard: {e}"))?;
-    let range = [0u64, size];
-    // SAFETY: the argument is a two-element u64 array that lives for the call.
-    let method = match unsafe { blksecdiscard(file.as_raw_fd(), &range) } {
-        Ok(_) => "secure_discard",
+    let method = match ioctl::secure_discard(disk.file(), 0, size) {
+        Ok(()) => "secure_discard",
         Err(e) => {
-            tracing::info!(device = %path.display(), error = %e,
+            tracing::info!(device = %disk.path().display(), error = %e,
                 "secure discard not available, discarding");
-            // SAFETY: as above.
-            unsafe { blkdiscard(file.as_raw_fd(), &range) }
-                .map_err(|e| format!("BLKDISCARD failed: {e}"))?;
+            ioctl::discard(disk.file(), 0, size).map_err(|e| format!("BLKDISCARD failed: {e}"))?;
             "discard"
         }
     };
-    super::super::rescan::flush_buffers(path)
+    blockdev::rescan::flush_buffers(disk.path())
         .map_err(|e: io::Error| format!("flushing the device's buffers: {e}"))?;
     let mut report = Map::new();
     report.insert("method".into(), json!(method));
@@ -94,7 +80,5 @@ mod tests {
         std::fs::write(q.join("discard_max_bytes"), "2147450880\n").unwrap();
         assert_eq!(plan(sys.path(), "sda").unwrap(), 2147450880);
         assert!(plan(sys.path(), "sdz").is_err());
-        assert_eq!(nix::request_code_none!(0x12, 119), 0x1277);
-        assert_eq!(nix::request_code_none!(0x12, 125), 0x127d);
     }
 }

@@ -3,7 +3,9 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use blockdev::WritableDisk;
 
 /// Buffer alignment for `O_DIRECT`: the largest logical sector size in use.
 pub const ALIGN: usize = 4096;
@@ -33,27 +35,23 @@ impl AlignedBuf {
     }
 }
 
-/// Opens `path` with `O_DIRECT` when the device (or filesystem, in tests) accepts it; the
-/// flag says whether it did.
-pub fn open_direct(path: &Path, write: bool) -> io::Result<(File, bool)> {
+/// Opens `path` for reading with `O_DIRECT` when the device (or filesystem, in tests)
+/// accepts it; the flag says whether it did.
+pub fn open_direct(path: &Path) -> io::Result<(File, bool)> {
     let direct = OpenOptions::new()
         .read(true)
-        .write(write)
         .custom_flags(nix::libc::O_DIRECT)
         .open(path);
     match direct {
         Ok(f) => Ok((f, true)),
-        Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => Ok((
-            OpenOptions::new().read(true).write(write).open(path)?,
-            false,
-        )),
+        Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => Ok((File::open(path)?, false)),
         Err(e) => Err(e),
     }
 }
 
 /// Reads exactly `buf.len()` bytes at `offset`.
 pub fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
-    let n = crate::generic::region::ReadAt::read_at(file, buf, offset)?;
+    let n = blockdev::ReadAt::read_at(file, buf, offset)?;
     if n < buf.len() {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
@@ -80,57 +78,57 @@ pub fn read_uncached(file: &File, direct: bool, buf: &mut [u8], offset: u64) -> 
 /// Writes to a disk with `O_DIRECT` while the device takes it, through the page cache
 /// otherwise: some devices and filesystems refuse direct I/O, or a misaligned last chunk.
 pub struct DiskWriter {
-    path: PathBuf,
-    /// Open with `O_DIRECT` if `direct`.
-    pub(crate) file: File,
-    direct: bool,
-    /// Opened when a direct write is refused; used from then on.
-    fallback: Option<File>,
+    /// The guarded descriptor, buffered: used once direct I/O was refused.
+    disk: WritableDisk,
+    /// The same device with `O_DIRECT`, while it takes it.
+    direct: Option<File>,
 }
 
 impl DiskWriter {
-    pub fn open(path: &Path) -> io::Result<Self> {
-        let (file, direct) = open_direct(path, true)?;
-        Ok(DiskWriter {
-            path: path.to_path_buf(),
-            file,
-            direct,
-            fallback: None,
-        })
+    pub fn new(disk: WritableDisk) -> Self {
+        let direct = disk
+            .reopen(
+                OpenOptions::new()
+                    .write(true)
+                    .custom_flags(nix::libc::O_DIRECT),
+            )
+            .map_err(|e| {
+                tracing::debug!(device = %disk.path().display(), error = %e,
+                    "no direct I/O, writing through the page cache");
+            })
+            .ok();
+        DiskWriter { disk, direct }
     }
 
     /// Whether every write so far bypassed the page cache.
     pub fn all_direct(&self) -> bool {
-        self.direct && self.fallback.is_none()
+        self.direct.is_some()
     }
 
     pub fn write_at(&mut self, data: &[u8], offset: u64) -> io::Result<()> {
-        if self.all_direct() {
+        if let Some(direct) = &self.direct {
             // The kernel refuses a misaligned direct write as a whole, with EINVAL.
-            match self.file.write_all_at(data, offset) {
+            match direct.write_all_at(data, offset) {
                 Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => {
                     tracing::debug!(
-                        device = %self.path.display(),
+                        device = %self.disk.path().display(),
                         "direct I/O refused, writing through the page cache"
                     );
-                    self.fallback = Some(OpenOptions::new().write(true).open(&self.path)?);
+                    self.direct = None;
                 }
                 other => return other,
             }
         }
-        self.fallback
-            .as_ref()
-            .unwrap_or(&self.file)
-            .write_all_at(data, offset)
+        self.disk.file().write_all_at(data, offset)
     }
 
     pub fn sync(&self) -> io::Result<()> {
-        self.file.sync_all()?;
-        self.fallback.as_ref().map_or(Ok(()), File::sync_all)
+        self.direct.as_ref().map_or(Ok(()), File::sync_all)?;
+        self.disk.file().sync_all()
     }
 
     /// The descriptor of the whole disk (for ioctls such as `BLKRRPART`).
     pub fn file(&self) -> &File {
-        &self.file
+        self.disk.file()
     }
 }

@@ -39,7 +39,7 @@ pub mod scsi;
 pub mod sg;
 pub mod verify;
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io as stdio;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -50,11 +50,12 @@ use ironic_protocol::Node;
 use serde_json::{json, Map, Value};
 
 use super::block_devices::{Disk, DiskRegion};
-use super::partition_table::PartitionTables;
-use super::region::Region;
-use super::signatures::{self, LINUX_RAID_MEMBER};
-use super::{metadata_erase, protected, rescan, GenericOptions};
-use crate::{DeviceGuard, HardwareError};
+use super::{metadata_erase, protected, GenericOptions};
+use crate::HardwareError;
+use blockdev::partition_table::PartitionTables;
+use blockdev::region::Region;
+use blockdev::signatures::{self, LINUX_RAID_MEMBER};
+use blockdev::{rescan, DeviceGuard, WritableDisk};
 
 pub use verify::Expect;
 
@@ -171,9 +172,10 @@ pub trait Methods: Sync {
     ) -> Result<Map<String, Value>, String>;
 }
 
-/// The methods on the device nodes, with sysfs at `sys_root`.
+/// The methods on the device nodes the guard allows, with sysfs at the guard's `sys_root`.
 #[derive(Debug, Clone)]
 pub struct DeviceMethods {
+    pub guard: DeviceGuard,
     pub sys_root: PathBuf,
     pub nvme: nvme::Options,
     /// Between progress polls of a SCSI sanitize.
@@ -181,9 +183,10 @@ pub struct DeviceMethods {
 }
 
 impl DeviceMethods {
-    pub fn new(sys_root: impl Into<PathBuf>) -> Self {
+    pub fn new(guard: &DeviceGuard) -> Self {
         DeviceMethods {
-            sys_root: sys_root.into(),
+            guard: guard.clone(),
+            sys_root: guard.sys_root().to_path_buf(),
             nvme: nvme::Options::default(),
             scsi_poll: Duration::from_secs(5),
         }
@@ -207,6 +210,7 @@ impl Methods for DeviceMethods {
         let siblings = nvme::sibling_namespaces(&self.sys_root, &disk.kname);
         let name = disk.path.display().to_string();
         hardware_erase(
+            &self.guard,
             disk,
             || nvme::plan(&t, &siblings, &self.nvme),
             |p| p.expect(),
@@ -222,6 +226,7 @@ impl Methods for DeviceMethods {
         let t = sg::SgDevice::new(&file);
         let name = disk.path.display().to_string();
         hardware_erase(
+            &self.guard,
             disk,
             || ata::plan(&t, &name),
             |p| p.expect(),
@@ -237,6 +242,7 @@ impl Methods for DeviceMethods {
         let t = sg::SgDevice::new(&file);
         let name = disk.path.display().to_string();
         hardware_erase(
+            &self.guard,
             disk,
             || scsi::plan(&t),
             |p| p.expect(),
@@ -246,10 +252,15 @@ impl Methods for DeviceMethods {
 
     fn discard(&self, disk: &Disk) -> Attempt {
         hardware_erase(
+            &self.guard,
             disk,
             || discard::plan(&self.sys_root, &disk.kname),
             |_| Expect::Zeros,
-            |max| discard::run(&disk.path, disk.size, *max),
+            |max| {
+                let target = WritableDisk::open(&disk.path, &self.guard, ACTION)
+                    .map_err(|e| format!("opening for discard: {e}"))?;
+                discard::run(&target, disk.size, *max)
+            },
         )
     }
 
@@ -258,13 +269,14 @@ impl Methods for DeviceMethods {
         disk: &Disk,
         settings: &EraseSettings,
     ) -> Result<Map<String, Value>, String> {
-        overwrite::overwrite(disk, settings)
+        overwrite::overwrite(&self.guard, disk, settings)
     }
 }
 
 /// One verified hardware erase: plan (nothing written), plant the markers, run, make the
 /// kernel forget what it cached, check the markers.
 pub fn hardware_erase<P>(
+    guard: &DeviceGuard,
     disk: &Disk,
     plan: impl FnOnce() -> Result<P, Refusal>,
     expect: impl Fn(&P) -> Expect,
@@ -278,7 +290,10 @@ pub fn hardware_erase<P>(
     if let Err(e) = flush_disk(disk) {
         return Attempt::Failed(e);
     }
-    let markers = match verify::Markers::plant(&disk.path, disk.size, disk.logical_sector_size) {
+    let markers = match WritableDisk::open(&disk.path, guard, ACTION)
+        .map_err(|e| e.to_string())
+        .and_then(|target| verify::Markers::plant(target).map_err(|e| e.to_string()))
+    {
         Ok(m) => m,
         Err(e) => return Attempt::Failed(format!("writing the verification markers: {e}")),
     };
@@ -534,11 +549,8 @@ pub(crate) fn erase_devices_express(
                 }
             }
         }
-        let outcome = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&disk.path)
-            .map(|file| metadata_erase::erase_disk(&file, disk));
+        let outcome = WritableDisk::open(&disk.path, guard, ACTION)
+            .map(|target| metadata_erase::erase_disk(target.file(), disk));
         match outcome {
             Ok(outcome) => {
                 for r in &outcome.regions {
@@ -561,7 +573,7 @@ pub(crate) fn erase_devices_express(
                     });
                 }
             }
-            Err(e) => errors.push(format!("\"{name}\": opening: {e}")),
+            Err(e) => errors.push(format!("\"{name}\": {e}")),
         }
     }
     if errors.is_empty() {
@@ -934,8 +946,10 @@ mod tests {
     fn hardware_erase_plants_and_checks_markers() {
         let dir = tempfile::tempdir().unwrap();
         let d = file_disk(dir.path(), "nvme0n1", 8 << 20);
+        let guard = DeviceGuard::new(true, vec![], dir.path());
         // A method that erases: zeros everywhere.
         let a = hardware_erase(
+            &guard,
             &d,
             || Ok(()),
             |_| Expect::Zeros,
@@ -949,7 +963,13 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // A method that claims success and does nothing: caught.
-        let a = hardware_erase(&d, || Ok(()), |_| Expect::MarkersGone, |_| Ok(Map::new()));
+        let a = hardware_erase(
+            &guard,
+            &d,
+            || Ok(()),
+            |_| Expect::MarkersGone,
+            |_| Ok(Map::new()),
+        );
         match a {
             Attempt::Failed(why) => assert!(why.contains("still hold the data"), "{why}"),
             other => panic!("{other:?}"),
@@ -957,12 +977,27 @@ mod tests {
         // Refusals write nothing.
         let before = std::fs::read(&d.path).unwrap();
         let a = hardware_erase(
+            &guard,
             &d,
             || Err::<(), _>(Refusal::Unsupported("nope".into())),
             |_| Expect::Zeros,
             |_| unreachable!(),
         );
         assert_eq!(a, Attempt::Unsupported("nope".into()));
+        assert_eq!(std::fs::read(&d.path).unwrap(), before);
+        // Outside a ramdisk, a device the guard does not allow gets no markers and no erase.
+        let workstation = DeviceGuard::new(false, vec![], dir.path());
+        let a = hardware_erase(
+            &workstation,
+            &d,
+            || Ok(()),
+            |_| Expect::Zeros,
+            |_| unreachable!(),
+        );
+        match a {
+            Attempt::Failed(why) => assert!(why.contains("--allow-device"), "{why}"),
+            other => panic!("{other:?}"),
+        }
         assert_eq!(std::fs::read(&d.path).unwrap(), before);
     }
 

@@ -20,7 +20,7 @@ use serde_json::{json, Map, Value};
 use super::io::{open_direct, read_uncached, AlignedBuf, DiskWriter, ALIGN};
 use super::EraseSettings;
 use crate::generic::block_devices::Disk;
-use crate::generic::rescan;
+use blockdev::{rescan, DeviceGuard, WritableDisk};
 
 /// Bytes per write: large enough to stream at the device's speed.
 pub(crate) const CHUNK: usize = 4 << 20;
@@ -63,6 +63,7 @@ impl Pattern {
 
 /// Overwrites the whole of `disk`, then checks a sample; returns the device's report.
 pub(crate) fn overwrite(
+    guard: &DeviceGuard,
     disk: &Disk,
     settings: &EraseSettings,
 ) -> Result<Map<String, Value>, String> {
@@ -79,8 +80,10 @@ pub(crate) fn overwrite(
     if settings.zeroize {
         passes.push(Pattern::Zeros);
     }
-    let mut writer =
-        DiskWriter::open(&disk.path).map_err(|e| format!("opening for writing: {e}"))?;
+    let mut writer = DiskWriter::new(
+        WritableDisk::open(&disk.path, guard, super::ACTION)
+            .map_err(|e| format!("opening for writing: {e}"))?,
+    );
     let mut written = 0u64;
     let mut pass_reports = Vec::new();
     for (n, pattern) in passes.iter().enumerate() {
@@ -215,7 +218,7 @@ fn write_pass(
 pub(crate) fn verify(disk: &Disk, last: Pattern) -> Result<Value, String> {
     let size = disk.size;
     let (file, direct) =
-        open_direct(&disk.path, false).map_err(|e| format!("opening for verification: {e}"))?;
+        open_direct(&disk.path).map_err(|e| format!("opening for verification: {e}"))?;
     let unit = disk.logical_sector_size.max(512).max(ALIGN as u64);
     let block = unit.min(size);
     let mut samples: Vec<(u64, u64)> = vec![(0, SAMPLE_EDGE.min(size))];
@@ -290,6 +293,11 @@ mod tests {
         assert!(a.iter().any(|x| *x != 0));
     }
 
+    /// The guard of a ramdisk, which lets the erase write to the test's files.
+    fn ramdisk() -> DeviceGuard {
+        DeviceGuard::new(true, vec![], "/nonexistent-sys")
+    }
+
     fn file_disk(len: usize) -> (tempfile::TempDir, Disk) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("disk");
@@ -304,7 +312,7 @@ mod tests {
     #[test]
     fn overwrite_with_zeros_last() {
         let (_dir, d) = file_disk((9 << 20) + 4096);
-        let r = overwrite(&d, &settings(&Node::default())).unwrap();
+        let r = overwrite(&ramdisk(), &d, &settings(&Node::default())).unwrap();
         assert_eq!(r["method"], "overwrite");
         assert_eq!(r["bytes_written"], 2 * d.size);
         assert_eq!(r["verification"]["ok"], true);
@@ -322,7 +330,7 @@ mod tests {
             "agent_erase_devices_iterations": 2,
             "agent_erase_devices_zeroize": false,
         })));
-        let r = overwrite(&d, &s).unwrap();
+        let r = overwrite(&ramdisk(), &d, &s).unwrap();
         assert_eq!(r["verification"]["expected"], "random");
         assert_eq!(r["bytes_written"], 2 * d.size);
         let after = std::fs::read(&d.path).unwrap();

@@ -14,11 +14,13 @@
 
 use std::fs::File;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, RngCore, SeedableRng};
 use serde_json::{json, Value};
+
+use blockdev::WritableDisk;
 
 use super::io::{open_direct, read_uncached, AlignedBuf, DiskWriter, ALIGN};
 
@@ -84,9 +86,10 @@ impl Markers {
         SmallRng::seed_from_u64(seed ^ offset.wrapping_mul(0x9e37_79b9_7f4a_7c15)).fill_bytes(buf);
     }
 
-    /// Writes the markers to `path` (a device of `size` bytes), makes them durable and reads
-    /// them back from the device.
-    pub fn plant(path: &Path, size: u64, block: u64) -> io::Result<Markers> {
+    /// Writes the markers to `disk`, makes them durable and reads them back from the device.
+    pub fn plant(disk: WritableDisk) -> io::Result<Markers> {
+        let (size, block) = (disk.len(), disk.sector_size());
+        let path = disk.path().to_path_buf();
         let samples = sample_positions(size, block);
         if samples.is_empty() {
             return Err(io::Error::other(format!(
@@ -94,13 +97,13 @@ impl Markers {
             )));
         }
         let markers = Markers {
-            path: path.to_path_buf(),
+            path: path.clone(),
             seed: rand::rng().random(),
             samples,
         };
         let len = markers.samples[0].1;
         let mut buf = AlignedBuf::new(len);
-        let mut writer = DiskWriter::open(path)?;
+        let mut writer = DiskWriter::new(disk);
         for &(offset, len) in &markers.samples {
             let data = buf.get_mut(len);
             Self::fill(markers.seed, offset, data);
@@ -109,7 +112,7 @@ impl Markers {
         writer.sync()?;
         drop(writer);
         // The positive control: the device holds the markers.
-        let (file, direct) = open_direct(path, false)?;
+        let (file, direct) = open_direct(&path)?;
         let mut expected = vec![0u8; len];
         for &(offset, len) in &markers.samples {
             let data = buf.get_mut(len);
@@ -132,7 +135,7 @@ impl Markers {
     /// Reads the sampled positions back and checks them against `expect`.
     pub fn check(&self, expect: Expect) -> Result<Value, String> {
         let (file, direct) =
-            open_direct(&self.path, false).map_err(|e| format!("opening for verification: {e}"))?;
+            open_direct(&self.path).map_err(|e| format!("opening for verification: {e}"))?;
         self.check_file(&file, direct, expect)
     }
 
@@ -221,7 +224,7 @@ mod tests {
     #[test]
     fn zeros_after_planting_markers() {
         let (_d, path) = device(8 << 20);
-        let m = Markers::plant(&path, 8 << 20, 512).unwrap();
+        let m = Markers::plant(WritableDisk::open_file(&path).unwrap()).unwrap();
         // Nothing erased yet: both checks fail, naming the data left.
         let err = m.check(Expect::Zeros).unwrap_err();
         assert!(err.contains("still holds the data"), "{err}");
@@ -238,7 +241,7 @@ mod tests {
     #[test]
     fn markers_gone_accepts_indeterminate_data_but_not_one_old_sector() {
         let (_d, path) = device(8 << 20);
-        let m = Markers::plant(&path, 8 << 20, 512).unwrap();
+        let m = Markers::plant(WritableDisk::open_file(&path).unwrap()).unwrap();
         // A crypto erase: everything becomes other random bytes.
         let mut noise = vec![0u8; 8 << 20];
         rand::rng().fill(noise.as_mut_slice());

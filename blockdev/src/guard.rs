@@ -1,10 +1,11 @@
+//! The device guard: which block devices destructive code may touch.
+
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use nix::sys::stat::{major, minor};
 
-use crate::HardwareError;
-
+/// Why the guard could not be set up (a bad `--allow-device`).
 #[derive(Debug, thiserror::Error)]
 pub enum GuardError {
     #[error("--allow-device {}: {source}", path.display())]
@@ -15,6 +16,19 @@ pub enum GuardError {
     },
     #[error("--allow-device {}: not a block device", .0.display())]
     NotBlockDevice(PathBuf),
+}
+
+/// The guard refused destructive work on a device.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "refusing to {action} {}: the agent is not running in a ramdisk and the device was not \
+     allowed with --allow-device",
+    device.display()
+)]
+pub struct NotAllowed {
+    pub device: PathBuf,
+    /// What was to be done, as a verb phrase ("erase", "write an image to").
+    pub action: String,
 }
 
 /// Decides which block devices destructive code may touch.
@@ -106,11 +120,11 @@ impl DeviceGuard {
     }
 
     /// `Ok` if destructive `action` may run on `device`, else the error to report.
-    pub fn check(&self, device: &Path, action: &str) -> Result<(), HardwareError> {
+    pub fn check(&self, device: &Path, action: &str) -> Result<(), NotAllowed> {
         if self.allows(device) {
             Ok(())
         } else {
-            Err(HardwareError::DeviceNotAllowed {
+            Err(NotAllowed {
                 device: device.to_path_buf(),
                 action: action.to_string(),
             })

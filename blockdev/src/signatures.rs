@@ -13,7 +13,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-use super::region::{Extent, ReadAt, Region};
+use crate::region::{Extent, ReadAt, Region};
 
 /// One magic number found in a region.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,8 +47,8 @@ pub const LINUX_RAID_MEMBER: &str = "linux_raid_member";
 pub const GFS2: &str = "gfs2";
 
 const MD_MAGIC: u32 = 0xa92b_4efc;
-const GFS2_MAGIC: u32 = 0x0116_1970;
-const GFS2_SB_OFFSET: u64 = 0x10000;
+pub(crate) const GFS2_MAGIC: u32 = 0x0116_1970;
+pub(crate) const GFS2_SB_OFFSET: u64 = 0x10000;
 const BCACHE_MAGIC: [u8; 16] = [
     0xc6, 0x85, 0x73, 0xf6, 0x4e, 0x1a, 0x45, 0xca, 0x82, 0x65, 0xf5, 0x7f, 0x48, 0xba, 0x6d, 0x81,
 ];
@@ -386,9 +386,9 @@ fn gfs<R: ReadAt + ?Sized>(r: &Region<'_, R>, out: &mut Vec<Signature>) -> io::R
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::generic::partition_table::tests::{write_gpt, LINUX_FS};
+    use crate::fixtures::{write_gfs2, write_gpt, LINUX_FS};
     use std::path::Path;
     use std::process::Command;
 
@@ -403,16 +403,6 @@ pub(crate) mod tests {
 
     fn put(d: &mut [u8], at: usize, bytes: &[u8]) {
         d[at..at + bytes.len()].copy_from_slice(bytes);
-    }
-
-    /// A GFS2 superblock, as `mkfs.gfs2` writes it, for fixtures.
-    pub fn write_gfs2(d: &mut [u8]) {
-        let sb = GFS2_SB_OFFSET as usize;
-        put(d, sb, &GFS2_MAGIC.to_be_bytes());
-        put(d, sb + 4, &1u32.to_be_bytes());
-        put(d, sb + 0x10, &100u32.to_be_bytes());
-        put(d, sb + 0x18, &1801u32.to_be_bytes());
-        put(d, sb + 0x1c, &1900u32.to_be_bytes());
     }
 
     #[test]
@@ -586,7 +576,7 @@ pub(crate) mod tests {
     }
 
     /// Whether `tool` is installed (in `PATH` or an `sbin` directory).
-    pub(crate) fn have(tool: &str) -> bool {
+    fn have(tool: &str) -> bool {
         let path = std::env::var("PATH").unwrap_or_default();
         let found = path
             .split(':')
@@ -596,7 +586,7 @@ pub(crate) mod tests {
     }
 
     /// `blkid -p`: exit status 2 means it found nothing.
-    pub(crate) fn blkid_finds_nothing(path: &Path) -> bool {
+    fn blkid_finds_nothing(path: &Path) -> bool {
         let out = Command::new("blkid").arg("-p").arg(path).output().unwrap();
         out.status.code() == Some(2)
     }

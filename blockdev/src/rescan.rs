@@ -6,35 +6,10 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::Duration;
 
-// <linux/fs.h>: BLKRRPART = _IO(0x12, 95), BLKFLSBUF = _IO(0x12, 97), BLKPG = _IO(0x12, 105).
-nix::ioctl_none!(blkrrpart, 0x12, 95);
-nix::ioctl_none!(blkflsbuf, 0x12, 97);
-nix::ioctl_write_ptr_bad!(blkpg, nix::request_code_none!(0x12, 105), BlkpgIoctlArg);
-
-/// `struct blkpg_ioctl_arg` of <linux/blkpg.h>.
-#[repr(C)]
-struct BlkpgIoctlArg {
-    op: nix::libc::c_int,
-    flags: nix::libc::c_int,
-    datalen: nix::libc::c_int,
-    data: *mut nix::libc::c_void,
-}
-
-/// `struct blkpg_partition` of <linux/blkpg.h>.
-#[repr(C)]
-struct BlkpgPartition {
-    start: nix::libc::c_longlong,
-    length: nix::libc::c_longlong,
-    pno: nix::libc::c_int,
-    devname: [nix::libc::c_char; 64],
-    volname: [nix::libc::c_char; 64],
-}
-
-const BLKPG_DEL_PARTITION: nix::libc::c_int = 2;
+use crate::ioctl;
 
 /// How often, and how far apart, `BLKRRPART` is retried while something (udev's probe after
 /// our close, usually) holds a partition open.
@@ -54,10 +29,7 @@ pub fn flush_buffers(node: &Path) -> io::Result<()> {
     if !std::os::unix::fs::FileTypeExt::is_block_device(&file.metadata()?.file_type()) {
         return Ok(());
     }
-    // SAFETY: BLKFLSBUF takes no argument and the descriptor is open for the whole call.
-    unsafe { blkflsbuf(file.as_raw_fd()) }
-        .map(drop)
-        .map_err(io::Error::from)
+    ioctl::flush_buffers(&file)
 }
 
 /// `BLKRRPART` on a whole disk: the kernel re-reads its partition table (after an erase:
@@ -73,17 +45,16 @@ pub fn reread_partition_table(disk: &File) -> io::Result<()> {
     }
     let mut attempt = 1;
     loop {
-        // SAFETY: BLKRRPART takes no argument and the descriptor is open for the whole call.
-        match unsafe { blkrrpart(disk.as_raw_fd()) } {
-            Ok(_) => return Ok(()),
-            Err(nix::errno::Errno::EINVAL) => {
+        match ioctl::reread_partitions(disk) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => {
                 return delete_kernel_partitions(disk, std::os::unix::fs::MetadataExt::rdev(&meta))
             }
-            Err(nix::errno::Errno::EBUSY) if attempt < REREAD_ATTEMPTS => {
+            Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) && attempt < REREAD_ATTEMPTS => {
                 attempt += 1;
                 std::thread::sleep(REREAD_PAUSE);
             }
-            Err(e) => return Err(io::Error::from(e)),
+            Err(e) => return Err(e),
         }
     }
 }
@@ -102,29 +73,17 @@ fn delete_kernel_partitions(disk: &File, rdev: u64) -> io::Result<()> {
         let Ok(text) = std::fs::read_to_string(entry.path().join("partition")) else {
             continue;
         };
-        let Ok(pno) = text.trim().parse::<nix::libc::c_int>() else {
+        let Ok(pno) = text.trim().parse::<u32>() else {
             continue;
-        };
-        let mut part = BlkpgPartition {
-            start: 0,
-            length: 0,
-            pno,
-            devname: [0; 64],
-            volname: [0; 64],
-        };
-        let arg = BlkpgIoctlArg {
-            op: BLKPG_DEL_PARTITION,
-            flags: 0,
-            datalen: std::mem::size_of::<BlkpgPartition>() as nix::libc::c_int,
-            data: (&mut part as *mut BlkpgPartition).cast(),
         };
         let mut attempt = 1;
         loop {
-            // SAFETY: `arg` points at `part`, both live on this stack frame for the whole call,
-            // and the layouts match <linux/blkpg.h>.
-            match unsafe { blkpg(disk.as_raw_fd(), &arg) } {
-                Ok(_) | Err(nix::errno::Errno::ENXIO) => break,
-                Err(nix::errno::Errno::EBUSY) if attempt < REREAD_ATTEMPTS => {
+            match ioctl::delete_partition(disk, pno) {
+                Ok(()) => break,
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENXIO) => break,
+                Err(e)
+                    if e.raw_os_error() == Some(nix::libc::EBUSY) && attempt < REREAD_ATTEMPTS =>
+                {
                     attempt += 1;
                     std::thread::sleep(REREAD_PAUSE);
                 }
