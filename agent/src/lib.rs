@@ -9,6 +9,8 @@ pub mod config;
 pub mod deploy;
 pub mod extensions;
 pub mod inspection;
+pub mod lifecycle;
+pub mod lockdown;
 pub mod logging;
 pub mod plugins;
 mod run;

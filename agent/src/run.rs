@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use hardware_managers::HardwareManager;
 
-use crate::agent::Agent;
 use crate::config::{Config, ConfigError};
+use crate::lifecycle::Service;
 use crate::plugins::{ManagerContext, ManagerFactory};
 
 /// The stock agent: parses the command line, sets up logging and runs until stopped.
@@ -63,8 +63,9 @@ fn run_inner(plugins: Option<ManagerFactory>) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let agent = Agent::build(config, logs, crate::extensions::all(), plugins)?;
-        agent.run().await
+        Service::build(config, logs, crate::extensions::all(), plugins)?
+            .run()
+            .await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -119,11 +119,7 @@ mod tests {
             StepKind::Clean,
             "check_memory",
             &args,
-            &StepCall {
-                node: &node,
-                ports: &[],
-                args: &args,
-            },
+            &StepCall::new(&node, &[], &args),
         )
     }
 

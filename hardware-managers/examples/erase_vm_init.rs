@@ -262,14 +262,7 @@ fn main() {
     .expect("a valid node");
     let args = Map::new();
     let started = Instant::now();
-    let result = managers.execute_step(
-        "erase_devices",
-        &StepCall {
-            node: &node,
-            ports: &[],
-            args: &args,
-        },
-    );
+    let result = managers.execute_step("erase_devices", &StepCall::new(&node, &[], &args));
     let seconds = started.elapsed().as_secs_f64();
     let report = json!({
         "managers": managers.names(),

@@ -7,7 +7,7 @@ use ironic_protocol::{
 use serde_json::Value;
 
 use crate::generic::block_devices::Disk;
-use crate::{HardwareError, HardwareManager, StepCall, SupportLevel};
+use crate::{Dispatch, HardwareError, HardwareManager, StepCall, SupportLevel};
 
 /// The loaded managers, best support first, and IPA's dispatch rules over them.
 pub struct Managers {
@@ -81,7 +81,11 @@ impl Managers {
 
     /// Runs a step by name on the best manager that handles it.
     pub fn execute_step(&self, name: &str, call: &StepCall<'_>) -> Result<Value, HardwareError> {
-        self.dispatch(name, |m| m.execute_step_with_managers(name, call, self))
+        let call = StepCall {
+            managers: Some(self),
+            ..*call
+        };
+        self.dispatch(name, |m| m.execute_step(name, &call))
     }
 
     /// IPA's `dispatch_to_managers('erase_block_device', ...)`: the best manager that erases
@@ -209,6 +213,12 @@ fn beats(a: &(SupportLevel, i64, String, Step), b: &(SupportLevel, i64, String, 
     (a.0, a.1, Reverse(&a.2)) > (b.0, b.1, Reverse(&b.2))
 }
 
+impl Dispatch for Managers {
+    fn erase_block_device(&self, node: &Node, disk: &Disk) -> Result<Value, HardwareError> {
+        Managers::erase_block_device(self, node, disk)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,11 +269,7 @@ mod tests {
     fn call<T>(f: impl FnOnce(&StepCall<'_>) -> T) -> T {
         let node = Node::default();
         let args = Map::new();
-        f(&StepCall {
-            node: &node,
-            ports: &[],
-            args: &args,
-        })
+        f(&StepCall::new(&node, &[], &args))
     }
 
     #[test]

@@ -17,10 +17,8 @@ mod error;
 pub mod external;
 pub mod flash_card;
 pub mod generic;
-mod inventory;
 mod manager;
 
 pub use dispatch::Managers;
 pub use error::HardwareError;
-pub use inventory::InventoryRequest;
-pub use manager::{HardwareManager, StepCall, SupportLevel};
+pub use manager::{Dispatch, HardwareManager, InventoryRequest, StepCall, SupportLevel};

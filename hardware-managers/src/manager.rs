@@ -1,8 +1,10 @@
+use std::time::Duration;
+
 use ironic_protocol::{BlockDevice, Interface, Inventory, Node, Step, StepKind};
 use serde_json::{Map, Value};
 
 use crate::generic::block_devices::Disk;
-use crate::{HardwareError, Managers};
+use crate::HardwareError;
 
 /// How well a manager supports the machine it runs on; higher wins. IPA's values, so that
 /// operators reading IPA's documentation get the same behaviour. Vendor managers may return
@@ -21,13 +23,54 @@ impl SupportLevel {
     pub const SERVICE_PROVIDER: SupportLevel = SupportLevel(3);
 }
 
-/// What a step implementation receives: the node and ports as the conductor sent them and the
-/// step's arguments (the conductor's `step.args`, merged over any extra command parameters).
+/// What a step implementation receives: the node and ports as the conductor sent them, the
+/// step's arguments (the conductor's `step.args`, merged over any extra command parameters)
+/// and the loaded managers.
 #[derive(Debug, Clone, Copy)]
 pub struct StepCall<'a> {
     pub node: &'a Node,
     pub ports: &'a [Value],
     pub args: &'a Map<String, Value>,
+    /// The loaded managers, for a step that hands part of its work to the best manager of
+    /// another method (the generic `erase_devices` hands each disk to the best
+    /// `erase_block_device`). `None` when a manager is called on its own, as in tests: the
+    /// step then does all of its work itself.
+    pub managers: Option<&'a dyn Dispatch>,
+}
+
+impl<'a> StepCall<'a> {
+    /// A call with no other managers at hand ([`crate::Managers`] adds itself when it
+    /// dispatches).
+    pub fn new(node: &'a Node, ports: &'a [Value], args: &'a Map<String, Value>) -> Self {
+        StepCall {
+            node,
+            ports,
+            args,
+            managers: None,
+        }
+    }
+}
+
+/// The loaded managers as a step sees them: IPA's `dispatch_to_managers` for the methods a
+/// step hands on. [`crate::Managers`] implements it.
+pub trait Dispatch: Sync + std::fmt::Debug {
+    /// The best manager's [`HardwareManager::erase_block_device`] for `disk`.
+    fn erase_block_device(&self, node: &Node, disk: &Disk) -> Result<Value, HardwareError>;
+}
+
+/// The agent's side of IPA's `list_hardware_info`: what IPA reads from its configuration and
+/// cached node while collecting.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InventoryRequest {
+    /// `BOOTIF` as given on the kernel command line, reported verbatim as
+    /// `boot.pxe_interface`.
+    pub pxe_interface: Option<String>,
+    /// Lookup said `agent_skip_bmc_detect` (the node is managed out of band, e.g. Redfish):
+    /// report `bmc_address`/`bmc_v6address` as null and do not ask the BMC.
+    pub skip_bmc_detect: bool,
+    /// `ipa-collect-lldp`: capture LLDP frames on every interface for at most this long
+    /// (`ipa-lldp-timeout`) and report them in `interfaces[].lldp`. `None`: no capture.
+    pub lldp_timeout: Option<Duration>,
 }
 
 /// A hardware manager: the unit operators write to teach the agent about their hardware.
@@ -122,10 +165,7 @@ pub trait HardwareManager: Send + Sync {
 
     /// The machine's inventory (IPA's `list_hardware_info`), with what the agent knows that
     /// the manager cannot (`BOOTIF`, whether to skip the BMC, whether to capture LLDP).
-    fn list_hardware_info(
-        &self,
-        request: &crate::InventoryRequest,
-    ) -> Result<Inventory, HardwareError> {
+    fn list_hardware_info(&self, request: &InventoryRequest) -> Result<Inventory, HardwareError> {
         let _ = request;
         Err(HardwareError::NotHandled)
     }
@@ -152,18 +192,5 @@ pub trait HardwareManager: Send + Sync {
     fn erase_block_device(&self, node: &Node, disk: &Disk) -> Result<Value, HardwareError> {
         let _ = (node, disk);
         Err(HardwareError::NotHandled)
-    }
-
-    /// [`HardwareManager::execute_step`] with the loaded managers at hand, for steps that hand
-    /// part of their work to other managers (the generic `erase_devices` dispatches
-    /// `erase_block_device` per disk). [`Managers`] calls this; the default ignores them.
-    fn execute_step_with_managers(
-        &self,
-        name: &str,
-        call: &StepCall<'_>,
-        managers: &Managers,
-    ) -> Result<Value, HardwareError> {
-        let _ = managers;
-        self.execute_step(name, call)
     }
 }

@@ -67,16 +67,7 @@ fn run(m: &Managers, kind: StepKind, step: &str, args: Value) -> Result<Value, H
     let node = node();
     let args: Map<String, Value> = args.as_object().unwrap().clone();
     let ports = [json!({"address": "52:54:00:12:34:56"})];
-    m.execute_step_checked(
-        kind,
-        step,
-        &args,
-        &StepCall {
-            node: &node,
-            ports: &ports,
-            args: &args,
-        },
-    )
+    m.execute_step_checked(kind, step, &args, &StepCall::new(&node, &ports, &args))
 }
 
 const FIRMWARE: &str = r#"

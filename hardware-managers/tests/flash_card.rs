@@ -201,14 +201,7 @@ esac
 fn erase_devices(m: &Managers) -> Result<Value, HardwareError> {
     let node = Node::default();
     let args = Map::new();
-    m.execute_step(
-        "erase_devices",
-        &StepCall {
-            node: &node,
-            ports: &[],
-            args: &args,
-        },
-    )
+    m.execute_step("erase_devices", &StepCall::new(&node, &[], &args))
 }
 
 #[test]

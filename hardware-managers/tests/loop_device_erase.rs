@@ -198,14 +198,7 @@ fn execute(m: &Managers, step: &str) -> Result<Value, HardwareError> {
 
 fn execute_for(m: &Managers, step: &str, node: &Node) -> Result<Value, HardwareError> {
     let args = Map::new();
-    m.execute_step(
-        step,
-        &StepCall {
-            node,
-            ports: &[],
-            args: &args,
-        },
-    )
+    m.execute_step(step, &StepCall::new(node, &[], &args))
 }
 
 /// What IPA's `destroy_disk_metadata` may change on a device at `start` of `len` bytes with

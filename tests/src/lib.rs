@@ -9,6 +9,7 @@
 //! and Ironic binds only to the host end of a veth created here.
 
 pub mod agent;
+pub mod architecture;
 pub mod cleaning;
 pub mod cmd;
 pub mod deploy;

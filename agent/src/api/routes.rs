@@ -11,9 +11,16 @@ use ironic_protocol::{Fault, IPA_COMPATIBLE_VERSION};
 use serde_json::{json, Value};
 
 use crate::agent::Agent;
-use crate::commands::ApiError;
+use crate::commands::{ApiError, Executor};
 
 type Params = Query<HashMap<String, String>>;
+
+/// What every handler reaches: the agent's state and the commands it runs.
+#[derive(Clone)]
+struct ApiState {
+    agent: Arc<Agent>,
+    executor: Arc<Executor>,
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -28,7 +35,7 @@ fn fault(status: u16, text: impl Into<String>) -> Response {
 
 /// The API router. Paths are strict about trailing slashes, like IPA's werkzeug routes:
 /// `/v1/commands` redirects to `/v1/commands/`.
-pub fn router(agent: Arc<Agent>) -> Router {
+pub fn router(agent: Arc<Agent>, executor: Arc<Executor>) -> Router {
     Router::new()
         .route("/", get(root))
         .route("/v1", get(v1))
@@ -44,7 +51,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(log_request))
-        .with_state(agent)
+        .with_state(ApiState { agent, executor })
 }
 
 /// One line per request: method, path and status. Never the query string, which carries the
@@ -96,8 +103,8 @@ fn version_links(base: &str) -> Value {
     ])
 }
 
-async fn root(State(agent): State<Arc<Agent>>, headers: HeaderMap) -> Response {
-    let base = base_url(&headers, &agent);
+async fn root(State(api): State<ApiState>, headers: HeaderMap) -> Response {
+    let base = base_url(&headers, &api.agent);
     let v1 = json!({"id": "v1", "links": version_links(&base)});
     Json(json!({
         "name": "OpenStack Ironic Python Agent API",
@@ -108,8 +115,8 @@ async fn root(State(agent): State<Arc<Agent>>, headers: HeaderMap) -> Response {
     .into_response()
 }
 
-async fn v1(State(agent): State<Arc<Agent>>, headers: HeaderMap) -> Response {
-    let base = base_url(&headers, &agent);
+async fn v1(State(api): State<ApiState>, headers: HeaderMap) -> Response {
+    let base = base_url(&headers, &api.agent);
     Json(json!({
         "id": "v1",
         "links": version_links(&base),
@@ -120,8 +127,8 @@ async fn v1(State(agent): State<Arc<Agent>>, headers: HeaderMap) -> Response {
     .into_response()
 }
 
-async fn status(State(agent): State<Arc<Agent>>) -> Response {
-    Json(json!({"started_at": agent.started_at(), "version": IPA_COMPATIBLE_VERSION}))
+async fn status(State(api): State<ApiState>) -> Response {
+    Json(json!({"started_at": api.agent.started_at(), "version": IPA_COMPATIBLE_VERSION}))
         .into_response()
 }
 
@@ -139,21 +146,21 @@ fn wants_wait(params: &HashMap<String, String>) -> bool {
 }
 
 async fn list_commands(
-    State(agent): State<Arc<Agent>>,
+    State(api): State<ApiState>,
     Query(params): Params,
 ) -> Result<Response, ApiError> {
-    check_token(&agent, &params)?;
-    Ok(Json(json!({"commands": agent.executor().results()})).into_response())
+    check_token(&api.agent, &params)?;
+    Ok(Json(json!({"commands": api.agent.history().snapshot()})).into_response())
 }
 
 async fn get_command(
-    State(agent): State<Arc<Agent>>,
+    State(api): State<ApiState>,
     Path(id): Path<String>,
     Query(params): Params,
 ) -> Result<Response, ApiError> {
-    check_token(&agent, &params)?;
-    let record = agent
-        .executor()
+    check_token(&api.agent, &params)?;
+    let record = api
+        .agent
         .history()
         .get(&id)
         .ok_or_else(|| ApiError::NotFound(format!("Command with id {id} not found.")))?;
@@ -164,11 +171,11 @@ async fn get_command(
 }
 
 async fn run_command(
-    State(agent): State<Arc<Agent>>,
+    State(api): State<ApiState>,
     Query(params): Params,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    check_token(&agent, &params)?;
+    check_token(&api.agent, &params)?;
     // IPA parses the body as JSON whatever the Content-Type says.
     let body: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::InvalidBody(format!("body is not JSON: {e}")))?;
@@ -179,9 +186,9 @@ async fn run_command(
             "Missing or invalid name or params".into(),
         ));
     };
-    let record = agent
-        .executor()
-        .execute(&agent, name, cmd_params.clone())
+    let record = api
+        .executor
+        .execute(&api.agent, name, cmd_params.clone())
         .await?;
     if wants_wait(&params) {
         record.wait().await;
@@ -193,6 +200,7 @@ async fn run_command(
 mod tests {
     use super::*;
     use crate::commands::{CommandDef, CommandValue, Mode, NoParams, Params};
+    use crate::lifecycle::Service;
     use axum::body::Body;
     use axum::http::Request;
     use tower::ServiceExt;
@@ -208,7 +216,7 @@ mod tests {
 
     /// An agent with the real extensions plus a `test` extension whose `block` command runs
     /// until released, to make the agent busy.
-    fn agent(release: Arc<tokio::sync::Notify>) -> Arc<Agent> {
+    fn agent(release: Arc<tokio::sync::Notify>) -> Service {
         let config =
             crate::config::Config::from_args(["ironic-agent", "--cmdline-file", "/dev/null"])
                 .unwrap();
@@ -236,19 +244,20 @@ mod tests {
                 }),
             ],
         ));
-        let a = Agent::with_extensions(config, crate::logging::LogBuffer::new(1024), exts).unwrap();
-        a.set_token(TOKEN);
+        let a =
+            Service::with_extensions(config, crate::logging::LogBuffer::new(1024), exts).unwrap();
+        a.agent.set_token(TOKEN);
         a
     }
 
-    async fn call(agent: &Arc<Agent>, method: &str, uri: &str, body: &str) -> (u16, Value) {
+    async fn call(service: &Service, method: &str, uri: &str, body: &str) -> (u16, Value) {
         let req = Request::builder()
             .method(method)
             .uri(uri)
             .header("Content-Type", "application/json")
             .body(Body::from(body.to_string()))
             .unwrap();
-        let resp = router(agent.clone()).oneshot(req).await.unwrap();
+        let resp = service.router().oneshot(req).await.unwrap();
         let status = resp.status().as_u16();
         let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
             .await
@@ -290,7 +299,7 @@ mod tests {
         let config =
             crate::config::Config::from_args(["ironic-agent", "--cmdline-file", "/dev/null"])
                 .unwrap();
-        let a = Agent::new(config, crate::logging::LogBuffer::new(1024)).unwrap();
+        let a = Service::new(config, crate::logging::LogBuffer::new(1024)).unwrap();
         let (status, _) = call(&a, "GET", "/v1/commands/?agent_token=", "").await;
         assert_eq!(status, 401);
     }
@@ -485,7 +494,7 @@ mod tests {
             .uri(format!("/v1/commands?agent_token={TOKEN}"))
             .body(Body::empty())
             .unwrap();
-        let resp = router(a.clone()).oneshot(req).await.unwrap();
+        let resp = a.router().oneshot(req).await.unwrap();
         assert_eq!(resp.status().as_u16(), 308);
         assert_eq!(
             resp.headers()["location"],

@@ -1,10 +1,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use ironic_protocol::{CommandError, CommandResult, CommandStatus};
+use ironic_protocol::{CommandError, CommandStatus};
 use serde_json::{json, Map, Value};
 
-use super::{CommandDef, CommandHistory, CommandRecord, CommandValue, Mode};
+use super::{CommandDef, CommandRecord, CommandValue, Mode};
 use crate::agent::Agent;
 
 /// Errors answered at the HTTP level (the command is not recorded), with IPA's status codes
@@ -42,10 +42,10 @@ impl ApiError {
 }
 
 /// Runs commands: resolves `extension.command`, enforces one running command at a time,
-/// records results in order and runs asynchronous ones in the background.
+/// records results in order in the agent's history and runs asynchronous ones in the
+/// background.
 pub struct Executor {
     extensions: BTreeMap<&'static str, BTreeMap<&'static str, CommandDef>>,
-    history: CommandHistory,
     /// Serialises command starts (and sync commands), as IPA's command lock does.
     lock: tokio::sync::Mutex<()>,
 }
@@ -57,13 +57,8 @@ impl Executor {
                 .into_iter()
                 .map(|(ext, cmds)| (ext, cmds.into_iter().map(|c| (c.name, c)).collect()))
                 .collect(),
-            history: CommandHistory::default(),
             lock: tokio::sync::Mutex::new(()),
         }
-    }
-
-    pub fn history(&self) -> &CommandHistory {
-        &self.history
     }
 
     /// Names of every `extension.command`, for logs and tests.
@@ -86,7 +81,8 @@ impl Executor {
             ApiError::InvalidCommand("Command name must be of the form <extension>.<name>".into())
         })?;
         let _guard = self.lock.lock().await;
-        if let Some(running) = self.history.busy_with() {
+        let history = agent.history();
+        if let Some(running) = history.busy_with() {
             tracing::warn!(command = name, running, "refusing command: agent is busy");
             return Err(ApiError::Busy(running));
         }
@@ -105,12 +101,12 @@ impl Executor {
             Mode::Sync => {
                 let outcome = future.await;
                 finish(&record, outcome, false);
-                self.history
+                history
                     .push_unless_busy(record.clone())
                     .map_err(ApiError::Busy)?;
             }
             Mode::Async => {
-                self.history
+                history
                     .push_unless_busy(record.clone())
                     .map_err(ApiError::Busy)?;
                 let (rec, agent) = (record.clone(), agent.clone());
@@ -129,11 +125,6 @@ impl Executor {
             }
         }
         Ok(record)
-    }
-
-    /// The result list the conductor polls.
-    pub fn results(&self) -> Vec<CommandResult> {
-        self.history.snapshot()
     }
 }
 

@@ -2,6 +2,7 @@
 //! INI config file overrides them, and command-line flags override both.
 
 mod cmdline;
+mod error;
 mod ini;
 mod options;
 mod value;
@@ -9,7 +10,8 @@ mod value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub use options::{OptionSpec, Options, Secret, SPECS};
+pub use error::ConfigError;
+pub use options::{OptionSpec, Options, Origin, Secret, Sources, SPECS};
 pub use value::{ApiUrls, AuthStrategy, Curve, Protocol, TlsVersion};
 
 /// Config files read when none is given, as IPA's packaging installs them.
@@ -17,75 +19,6 @@ const DEFAULT_CONFIG_FILES: &[&str] = &[
     "/etc/ironic-python-agent/ironic-python-agent.conf",
     "/etc/ironic-python-agent.conf",
 ];
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("invalid value for {option}: {message}")]
-    Invalid { option: String, message: String },
-    #[error("reading {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{}: {source}", path.display())]
-    Ini {
-        path: PathBuf,
-        #[source]
-        source: ini::IniError,
-    },
-    #[error("{0}")]
-    Usage(String),
-}
-
-/// Where an option's value came from, for error messages that point at the right place.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
-    Flag,
-    File(PathBuf),
-    KernelCmdline,
-    Default,
-}
-
-impl Origin {
-    fn describe(&self, spec: &OptionSpec) -> String {
-        match self {
-            Origin::Flag => format!("--{}", spec.flag()),
-            Origin::File(p) => format!("{} in [{}] of {}", spec.name, spec.group, p.display()),
-            Origin::KernelCmdline => format!(
-                "{} on the kernel command line",
-                spec.cmdline.unwrap_or(spec.name)
-            ),
-            Origin::Default => format!("the default of {}", spec.name),
-        }
-    }
-}
-
-/// The raw text of every source, before typing.
-#[derive(Debug, Default)]
-pub struct Sources {
-    flags: BTreeMap<String, String>,
-    /// Later files override earlier ones, like oslo.config's `--config-file` order.
-    files: Vec<(PathBuf, ini::Sections)>,
-    kernel: BTreeMap<String, String>,
-}
-
-impl Sources {
-    fn lookup(&self, spec: &OptionSpec) -> (String, Origin) {
-        if let Some(v) = self.flags.get(spec.name) {
-            return (v.clone(), Origin::Flag);
-        }
-        for (path, sections) in self.files.iter().rev() {
-            if let Some(v) = sections.get(spec.group).and_then(|s| s.get(spec.name)) {
-                return (v.clone(), Origin::File(path.clone()));
-            }
-        }
-        if let Some(v) = spec.cmdline.and_then(|k| self.kernel.get(k)) {
-            return (v.clone(), Origin::KernelCmdline);
-        }
-        (spec.default.to_string(), Origin::Default)
-    }
-}
 
 /// Everything the agent was told at start-up.
 #[derive(Debug, Clone)]

@@ -2,9 +2,14 @@
 //! declared once. The declaration generates the typed [`Options`], the `--help` text and the
 //! lookup through the sources.
 
-use super::value::{ApiUrls, AuthStrategy, Curve, OptionValue, Protocol, TlsVersion};
-use super::{ConfigError, Sources};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
 use ironic_protocol::ApiVersion;
+
+use super::error::ConfigError;
+use super::ini;
+use super::value::{ApiUrls, AuthStrategy, Curve, OptionValue, Protocol, TlsVersion};
 
 /// A secret string (agent token, password): printed as `***` by `Debug`.
 #[derive(Clone, PartialEq, Eq)]
@@ -41,6 +46,55 @@ pub struct OptionSpec {
 impl OptionSpec {
     pub fn flag(&self) -> String {
         self.name.replace('_', "-")
+    }
+}
+
+/// Where an option's value came from, for error messages that point at the right place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Flag,
+    File(PathBuf),
+    KernelCmdline,
+    Default,
+}
+
+impl Origin {
+    fn describe(&self, spec: &OptionSpec) -> String {
+        match self {
+            Origin::Flag => format!("--{}", spec.flag()),
+            Origin::File(p) => format!("{} in [{}] of {}", spec.name, spec.group, p.display()),
+            Origin::KernelCmdline => format!(
+                "{} on the kernel command line",
+                spec.cmdline.unwrap_or(spec.name)
+            ),
+            Origin::Default => format!("the default of {}", spec.name),
+        }
+    }
+}
+
+/// The raw text of every source, before typing.
+#[derive(Debug, Default)]
+pub struct Sources {
+    pub(super) flags: BTreeMap<String, String>,
+    /// Later files override earlier ones, like oslo.config's `--config-file` order.
+    pub(super) files: Vec<(PathBuf, ini::Sections)>,
+    pub(super) kernel: BTreeMap<String, String>,
+}
+
+impl Sources {
+    pub(super) fn lookup(&self, spec: &OptionSpec) -> (String, Origin) {
+        if let Some(v) = self.flags.get(spec.name) {
+            return (v.clone(), Origin::Flag);
+        }
+        for (path, sections) in self.files.iter().rev() {
+            if let Some(v) = sections.get(spec.group).and_then(|s| s.get(spec.name)) {
+                return (v.clone(), Origin::File(path.clone()));
+            }
+        }
+        if let Some(v) = spec.cmdline.and_then(|k| self.kernel.get(k)) {
+            return (v.clone(), Origin::KernelCmdline);
+        }
+        (spec.default.to_string(), Origin::Default)
     }
 }
 

@@ -76,7 +76,7 @@ pub(crate) fn build_bundle(agent: &Agent) -> std::io::Result<Vec<u8>> {
         "hardware_manager_versions": managers.versions(),
         "block_devices": managers.list_block_devices(true).map_err(|e| e.to_string()),
         "network_interfaces": managers.list_network_interfaces().map_err(|e| e.to_string()),
-        "commands": agent.executor().results(),
+        "commands": agent.history().snapshot(),
     });
     add(
         "agent-facts.json",

@@ -99,11 +99,7 @@ pub async fn execute_step(
             kind,
             &step_name,
             &step_args,
-            &StepCall {
-                node: &node,
-                ports: &ports,
-                args: &args,
-            },
+            &StepCall::new(&node, &ports, &args),
         )
     })
     .await

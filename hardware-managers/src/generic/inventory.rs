@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use ironic_protocol::Inventory;
+use ironic_protocol::{BlockDevice, Interface, Inventory};
 
-use super::{bmc, lldp, system_facts, GenericHardwareManager};
-use crate::{HardwareError, HardwareManager, InventoryRequest};
+use super::{bmc, lldp, system_facts};
+use crate::InventoryRequest;
 
 /// BMC answers per IPMI device directory: asking the BMC takes up to a second per channel,
 /// and its addresses do not change while the agent runs (IPA caches them too).
@@ -23,17 +23,25 @@ fn bmc_info(dev_root: &Path) -> Option<bmc::BmcInfo> {
         .clone()
 }
 
+/// Where the facts come from: `/proc`, `/sys` and `/dev`, or fixtures in tests.
+pub(super) struct Roots<'a> {
+    pub proc: &'a Path,
+    pub sys: &'a Path,
+    pub dev: &'a Path,
+}
+
+/// The inventory of the machine whose NICs and disks the manager listed.
 pub(super) fn collect(
-    m: &GenericHardwareManager,
-    proc_root: &Path,
+    roots: &Roots<'_>,
+    mut interfaces: Vec<Interface>,
+    disks: Vec<BlockDevice>,
     request: &InventoryRequest,
-) -> Result<Inventory, HardwareError> {
+) -> Inventory {
     let started = Instant::now();
     let src = system_facts::FactSources {
-        proc_root,
-        sys_root: m.guard.sys_root(),
+        proc_root: roots.proc,
+        sys_root: roots.sys,
     };
-    let mut interfaces = m.list_network_interfaces()?;
     if let Some(timeout) = request.lldp_timeout {
         let names: Vec<String> = interfaces.iter().map(|i| i.name.clone()).collect();
         let mut frames = lldp::collect(&names, timeout);
@@ -45,7 +53,7 @@ pub(super) fn collect(
         tracing::info!("skipping BMC detection as the conductor asked");
         (None, None, None)
     } else {
-        match bmc_info(&m.dev_root) {
+        match bmc_info(roots.dev) {
             Some(b) => (b.address, b.v6address, b.mac),
             None => (None, None, None),
         }
@@ -55,7 +63,7 @@ pub(super) fn collect(
     let inventory = Inventory {
         interfaces,
         cpu: system_facts::cpu(&src),
-        disks: m.list_block_devices(false)?,
+        disks,
         memory: system_facts::memory(&src),
         bmc_address,
         bmc_v6address,
@@ -68,14 +76,15 @@ pub(super) fn collect(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "inventory collected"
     );
-    Ok(inventory)
+    inventory
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::generic::block_devices::tests::SysFixture;
-    use crate::generic::GenericOptions;
+    use crate::generic::{GenericHardwareManager, GenericOptions};
+    use crate::HardwareManager;
     use blockdev::DeviceGuard;
 
     #[test]
@@ -120,7 +129,7 @@ mod tests {
             pxe_interface: Some("01-3c-ec-ef-12-34-56".into()),
             ..InventoryRequest::default()
         };
-        let inv = collect(&m, &proc, &request).unwrap();
+        let inv = m.collect_inventory(&proc, &request).unwrap();
         let v = serde_json::to_value(&inv).unwrap();
         assert_eq!(v["interfaces"][0]["name"], "eno1");
         assert_eq!(v["interfaces"][0]["mac_address"], "3c:ec:ef:12:34:56");
@@ -140,15 +149,15 @@ mod tests {
         assert_eq!(v["bmc_address"], serde_json::Value::Null);
         assert!(v.get("bmc_mac").is_none());
 
-        let skipped = collect(
-            &m,
-            &proc,
-            &InventoryRequest {
-                skip_bmc_detect: true,
-                ..request
-            },
-        )
-        .unwrap();
+        let skipped = m
+            .collect_inventory(
+                &proc,
+                &InventoryRequest {
+                    skip_bmc_detect: true,
+                    ..request
+                },
+            )
+            .unwrap();
         assert_eq!(skipped.bmc_address, None);
         assert_eq!(skipped.bmc_v6address, None);
     }

@@ -21,7 +21,8 @@ use ironic_protocol::Node;
 use serde_json::{json, Map, Value};
 
 use super::block_devices::{Disk, DiskRegion};
-use super::{protected, GenericOptions};
+use super::options::GenericOptions;
+use super::protected;
 use crate::HardwareError;
 use blockdev::partition_table::PartitionTables;
 use blockdev::region::{merge, Extent, Region};

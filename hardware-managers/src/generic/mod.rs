@@ -7,6 +7,7 @@ mod inventory;
 pub mod lldp;
 mod metadata_erase;
 mod network;
+mod options;
 mod protected;
 pub mod root_device;
 pub mod smbios;
@@ -19,27 +20,9 @@ use serde_json::Value;
 
 use blockdev::DeviceGuard;
 
-use crate::{HardwareError, HardwareManager, Managers, StepCall, SupportLevel};
+use crate::{HardwareError, HardwareManager, StepCall, SupportLevel};
 use block_devices::{BlockScanner, Disk};
-
-/// Settings of the generic manager that come from the agent's configuration.
-#[derive(Debug, Clone)]
-pub struct GenericOptions {
-    /// IPA's `guard_special_filesystems`: refuse to erase shared-disk cluster filesystems.
-    pub guard_special_filesystems: bool,
-    /// IPA's `enable_discard_erase` (`ipa-enable-discard-erase`): erase by a verified discard
-    /// when no hardware erase is available; the node's `agent_enable_discard_erase` wins.
-    pub enable_discard_erase: bool,
-}
-
-impl Default for GenericOptions {
-    fn default() -> Self {
-        GenericOptions {
-            guard_special_filesystems: true,
-            enable_discard_erase: false,
-        }
-    }
-}
+pub use options::GenericOptions;
 
 /// IPA's `GenericHardwareManager`, under the same name and version so that a conductor that
 /// cached IPA's steps sees no version change.
@@ -83,6 +66,22 @@ impl GenericHardwareManager {
             }));
         }
         self.disks()
+    }
+
+    /// IPA's `list_hardware_info` with procfs at `proc_root`.
+    fn collect_inventory(
+        &self,
+        proc_root: &std::path::Path,
+        request: &crate::InventoryRequest,
+    ) -> Result<Inventory, HardwareError> {
+        let interfaces = self.list_network_interfaces()?;
+        let disks = self.list_block_devices(false)?;
+        let roots = inventory::Roots {
+            proc: proc_root,
+            sys: self.guard.sys_root(),
+            dev: &self.dev_root,
+        };
+        Ok(inventory::collect(&roots, interfaces, disks, request))
     }
 
     /// The hardware erase methods on this manager's devices.
@@ -137,8 +136,15 @@ impl HardwareManager for GenericHardwareManager {
                     &self.options,
                 )
             }
-            // Alone (no other manager to hand disks to), every disk is erased here.
-            "erase_devices" => self.erase_devices(call, &|d| self.erase_block_device(call.node, d)),
+            // Each disk goes to the best manager's `erase_block_device`, as IPA's
+            // `dispatch_to_managers('erase_block_device')`: vendor managers erase their
+            // devices. Alone (no other manager to hand disks to), every disk is erased here.
+            "erase_devices" => match call.managers {
+                Some(managers) => {
+                    self.erase_devices(call, &|d| managers.erase_block_device(call.node, d))
+                }
+                None => self.erase_devices(call, &|d| self.erase_block_device(call.node, d)),
+            },
             "erase_devices_express" => {
                 let disks = self.disks_for("erase")?;
                 erase::erase_devices_express(
@@ -150,22 +156,6 @@ impl HardwareManager for GenericHardwareManager {
                 )
             }
             _ => Err(HardwareError::NotHandled),
-        }
-    }
-
-    /// `erase_devices` hands each disk to the best manager's `erase_block_device`, as IPA's
-    /// `dispatch_to_managers('erase_block_device')`: vendor managers erase their devices.
-    fn execute_step_with_managers(
-        &self,
-        name: &str,
-        call: &StepCall<'_>,
-        managers: &Managers,
-    ) -> Result<Value, HardwareError> {
-        match name {
-            "erase_devices" => {
-                self.erase_devices(call, &|d| managers.erase_block_device(call.node, d))
-            }
-            _ => self.execute_step(name, call),
         }
     }
 
@@ -203,7 +193,7 @@ impl HardwareManager for GenericHardwareManager {
         &self,
         request: &crate::InventoryRequest,
     ) -> Result<Inventory, HardwareError> {
-        inventory::collect(self, std::path::Path::new("/proc"), request)
+        self.collect_inventory(std::path::Path::new("/proc"), request)
     }
 
     fn collect_lldp_data(
@@ -254,14 +244,7 @@ mod tests {
     fn run(m: &GenericHardwareManager, step: &str) -> Result<Value, HardwareError> {
         let node = Node::default();
         let args = Map::new();
-        m.execute_step(
-            step,
-            &StepCall {
-                node: &node,
-                ports: &[],
-                args: &args,
-            },
-        )
+        m.execute_step(step, &StepCall::new(&node, &[], &args))
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use ironic_protocol::Node;
 
 use super::block_devices::Disk;
-use super::GenericOptions;
+use super::options::GenericOptions;
 use crate::HardwareError;
 use blockdev::partition_table::{Guid, PartitionTables};
 use blockdev::region::{ReadAt, Region};
