@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::checksum::{ChecksumError, ExpectedChecksum, Hasher};
-use crate::decoder::{DecodeError, DecodeSummary, Decoder};
-use crate::format::{InspectionError, Opened};
+use crate::decoder::{DecodeError, DecodeSummary, Decoder, Opened};
+use crate::format::InspectionError;
 use crate::sink::{CapacityCheck, DiskWriter, SinkError, WriteStats};
 use crate::source::{Download, SourceError};
 use crate::{RangeRead, SinkClosed, WriteOp};
@@ -321,7 +321,8 @@ fn spawn_writer(
 mod tests {
     use super::*;
     use crate::checksum::{Algorithm, ChecksumOrigin};
-    use crate::format::{inspect, open_decoder};
+    use crate::decoder::open_decoder;
+    use crate::format::inspect;
     use crate::Limits;
 
     /// The file in memory, served in chunks of `chunk` bytes.

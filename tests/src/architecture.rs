@@ -6,8 +6,10 @@
 //! qualified path (`crate::…`, `super::…`, `self::…`, or a child module's name). Re-exports
 //! are followed to the file that defines the item, so `crate::Managers` re-exported by
 //! `lib.rs` from `dispatch.rs` counts as an import of `dispatch.rs`, not of `lib.rs`.
-//! Declaring a child module (`mod foo;`) is not an import. Paths inside macro invocations are
-//! not seen (syn keeps them as tokens); that misses edges, it never invents one.
+//! Declaring a child module (`mod foo;`) and re-exporting (`pub use`) are not imports, and
+//! neither is anything compiled only for tests (`#[cfg(test)]`): tests sit above the code they
+//! test. Paths inside macro invocations are not seen (syn keeps them as tokens); that misses
+//! edges, it never invents one.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -347,8 +349,7 @@ struct Refs<'a> {
     found: Vec<Vec<String>>,
 }
 
-/// Whether an item is compiled only for tests (`#[cfg(test)]`): tests sit above the code
-/// they test, so their imports are not part of the layering.
+/// Whether an item is compiled only for tests (`#[cfg(test)]`).
 fn test_only(attrs: &[syn::Attribute]) -> bool {
     attrs.iter().any(|a| {
         a.path().is_ident("cfg")
@@ -386,6 +387,11 @@ impl<'ast> Visit<'ast> for Refs<'_> {
     }
 
     fn visit_item_use(&mut self, u: &'ast syn::ItemUse) {
+        // A re-export (`pub use child::Item`) routes a name; the file's own code does not
+        // depend on it, and paths through it are followed to the defining file anyway.
+        if !matches!(u.vis, syn::Visibility::Inherited) {
+            return;
+        }
         let mut m = Module::default();
         use_tree(&self.module, &[], &u.tree, &mut m);
         self.found.extend(m.uses.into_values());

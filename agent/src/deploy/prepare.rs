@@ -10,12 +10,14 @@ use disk_layout::partition_image::{self, PartitionImageParams, PartitionPlan};
 use disk_layout::{configdrive, gpt_write, partition_uuids, DiskTarget};
 use hardware_managers::HardwareError;
 use image_pipeline::checksum::{validate_image_info, ChecksumError};
-use image_pipeline::format::{inspect, open_decoder, Opened};
+use image_pipeline::decoder::{open_decoder, Opened};
+use image_pipeline::format::inspect;
 use image_pipeline::pipeline::{self, BeforeWrite, PipelineError};
+use image_pipeline::redact::redact_url;
 use image_pipeline::sink::DiskWriter;
 use image_pipeline::source::{
-    redact_url, resolve_expected_checksum, start_download, BasicAuth, DownloadSettings,
-    SourceError, TlsMinVersion,
+    resolve_expected_checksum, start_download, BasicAuth, DownloadSettings, SourceError,
+    TlsMinVersion,
 };
 use image_pipeline::{Limits, RangeRead};
 use serde_json::{Map, Value};

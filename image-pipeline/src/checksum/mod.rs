@@ -391,7 +391,7 @@ pub fn resolve_expected(
 
     let mut lookup = |value: &str| -> Result<(String, ChecksumOrigin), ChecksumError> {
         if is_checksum_url(value) {
-            let url = crate::source::redact_url(value);
+            let url = crate::redact::redact_url(value);
             let text = fetch(value)?;
             let hex = parse_checksum_file(&text, &file_name).map_err(|reason| {
                 ChecksumError::BadFile {

@@ -293,7 +293,7 @@ fn checksum_urls_are_fetched_and_parsed() {
     // Fetch failures pass through.
     let mut fetch = |u: &str| {
         Err(ChecksumError::Fetch {
-            url: crate::source::redact_url(u),
+            url: crate::redact::redact_url(u),
             message: "boom".into(),
         })
     };

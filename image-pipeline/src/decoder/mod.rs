@@ -9,15 +9,20 @@
 //! table that maps them).
 
 mod compressed;
+mod error;
+mod open;
 mod out;
+mod raw;
 
 use bytes::Bytes;
 
 pub use compressed::CompressedDecoder;
+pub use error::DecodeError;
+pub use open::{open_decoder, Opened};
 pub(crate) use out::{DataOut, ZeroOut};
+pub use raw::RawDecoder;
 
-use crate::format::{Compression, ImageFormat, InspectionError};
-use crate::qcow2::Qcow2Error;
+use crate::format::{Compression, ImageFormat};
 use crate::{RangeRead, SinkClosed, WriteOp};
 
 /// Where a decoder sends its ops. `Err(SinkClosed)` means the writer is gone; the decoder
@@ -83,87 +88,6 @@ impl Default for Limits {
             max_unordered_clusters: 4 << 20,
             xz_memory_limit: 256 << 20,
         }
-    }
-}
-
-/// Why an image could not be decoded. The messages end up in Ironic's `last_error`: they say
-/// what is wrong with the image and, for a hostile or corrupt one, which field or limit.
-#[derive(Debug, thiserror::Error)]
-pub enum DecodeError {
-    #[error(transparent)]
-    Inspection(#[from] InspectionError),
-    #[error("invalid qcow2 image: {0}")]
-    Qcow2(#[from] Qcow2Error),
-    #[error("the {compression} stream of the image cannot be decompressed: {source}")]
-    Decompress {
-        compression: Compression,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("the {compression} stream of the image ends early: the image file is truncated")]
-    TruncatedStream { compression: Compression },
-    #[error("the image file is empty")]
-    Empty,
-    #[error("the {compression} stream of the image decompresses to nothing")]
-    EmptyPayload { compression: Compression },
-    #[error("the image file ended after {got} bytes, but the server announced {expected}")]
-    ShortFile { expected: u64, got: u64 },
-    #[error("re-reading {len} bytes at offset {offset} of the image file failed: {source}")]
-    Fetch {
-        offset: u64,
-        len: u64,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    SinkClosed(#[from] SinkClosed),
-}
-
-/// Pass-through for raw disk images: every chunk becomes a `Data` op at a running offset,
-/// without copying (tiny chunks are merged into larger ops).
-pub struct RawDecoder {
-    format: ImageFormat,
-    data: DataOut,
-    offset: u64,
-}
-
-impl RawDecoder {
-    /// `format` is what the head looked like (raw, gpt, iso), for the summary.
-    pub fn new(format: ImageFormat) -> Self {
-        RawDecoder {
-            format,
-            data: DataOut::default(),
-            offset: 0,
-        }
-    }
-}
-
-impl Decoder for RawDecoder {
-    fn feed(&mut self, chunk: Bytes, out: &mut Out<'_>) -> Result<(), DecodeError> {
-        let len = chunk.len() as u64;
-        self.data.push_bytes(self.offset, chunk, out)?;
-        self.offset += len;
-        self.data.flush_if_large(out)?;
-        Ok(())
-    }
-
-    fn finish(
-        mut self: Box<Self>,
-        _fetch: &mut dyn RangeRead,
-        out: &mut Out<'_>,
-    ) -> Result<DecodeSummary, DecodeError> {
-        self.data.flush(out)?;
-        if self.offset == 0 {
-            return Err(DecodeError::Empty);
-        }
-        Ok(DecodeSummary {
-            format: self.format,
-            compression: None,
-            image_size: self.offset,
-            bytes_written: self.data.bytes(),
-            bytes_zeroed: 0,
-            refetched_bytes: 0,
-        })
     }
 }
 

@@ -2,7 +2,7 @@
 //! any table is read, so a hostile header fails with a named field instead of steering an
 //! allocation or a read. Layout: QEMU's docs/interop/qcow2.txt.
 
-use super::Qcow2Error;
+use super::error::Qcow2Error;
 use crate::decoder::Limits;
 
 pub(crate) const MAGIC: &[u8; 4] = b"QFI\xfb";

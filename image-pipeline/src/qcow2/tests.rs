@@ -9,8 +9,9 @@ use std::process::Command;
 use bytes::Bytes;
 
 use super::*;
+use crate::decoder::open_decoder;
 use crate::decoder::testutil::{random_chunks, Rng, Target};
-use crate::format::{default_permitted_formats, inspect, open_decoder, Plan, SNIFF_LEN};
+use crate::format::{default_permitted_formats, inspect, Plan, SNIFF_LEN};
 use crate::WriteOp;
 
 struct Dir(tempfile::TempDir);

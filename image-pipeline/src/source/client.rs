@@ -10,9 +10,9 @@ use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::StatusCode;
 use tokio::time::Instant;
 
-use super::redact::{is_swift_temp_url, redact_url, scrub_text};
 use super::settings::{DownloadSettings, TlsMinVersion};
 use super::SourceError;
+use crate::redact::{is_swift_temp_url, redact_url, scrub_text};
 
 /// The wall-clock budget of a download (`image_download_max_duration`).
 #[derive(Debug, Clone, Copy)]

@@ -11,8 +11,8 @@ use reqwest::StatusCode;
 use tokio::sync::{mpsc, oneshot};
 
 use super::client::{content_range, pause, within, Deadline, Failure, Http, Validators, Wait};
-use super::redact::{redact_url, scrub_text};
 use super::{DownloadStats, SourceError};
+use crate::redact::{redact_url, scrub_text};
 
 pub(crate) type Item = Result<Bytes, SourceError>;
 

@@ -34,154 +34,30 @@
 //! treats it as an error, whose message says what happened.
 
 mod client;
+mod error;
 mod http;
 mod range;
-mod redact;
 mod settings;
+mod stats;
 
+pub use error::SourceError;
 pub use range::HttpRangeReader;
-pub use redact::{is_swift_temp_url, redact_url, scrub_text, REDACTED};
 pub use settings::{
     BasicAuth, DownloadSettings, Proxies, TlsMinVersion, DEFAULT_CHUNK_SIZE, DEFAULT_QUEUE_DEPTH,
 };
+pub use stats::DownloadStats;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::checksum::{ChecksumError, ExpectedChecksum};
+use crate::redact::redact_url;
 use client::{Deadline, Failure, Http};
 use http::{Engine, Item, Shared};
-
-/// Why the source could not deliver the image.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SourceError {
-    /// Invalid settings or image_info (bad CA file, proxy URL, credentials).
-    #[error("{0}")]
-    Setup(String),
-    /// A 4xx answer: the URL will not work by retrying (IPA's ImageDownloadFatalError).
-    /// `url` is redacted.
-    #[error("Download of image {image_id} failed: {message}")]
-    Fatal {
-        image_id: String,
-        url: String,
-        status: u16,
-        message: String,
-    },
-    /// Every URL failed (connection errors, 5xx, stalls) after its retries.
-    #[error("Download of image {image_id} failed after {received} bytes{}: {}", fmt_total(*total), details.join("\n "))]
-    Failed {
-        image_id: String,
-        details: Vec<String>,
-        received: u64,
-        total: Option<u64>,
-    },
-    /// `image_download_max_duration` passed (IPA answers these with HTTP 408).
-    #[error(
-        "Download of image {image_id} failed: Download exceeded max allowed time ({} seconds): \
-         ran for {:.1} s and received {received} bytes{}",
-        fmt_secs(*limit), elapsed.as_secs_f64(), fmt_total(*total)
-    )]
-    TimedOut {
-        image_id: String,
-        limit: Duration,
-        elapsed: Duration,
-        received: u64,
-        total: Option<u64>,
-    },
-    /// Not the end of the stream: the file changed on the server, and the chunks that follow
-    /// are the new file from byte 0. See the module doc.
-    #[error(
-        "Download of image {image_id} restarted from byte 0 after {delivered} bytes had been \
-         delivered: {reason} ({url})"
-    )]
-    Restarted {
-        image_id: String,
-        url: String,
-        delivered: u64,
-        reason: String,
-    },
-    /// The server sent more than the size it announced.
-    #[error("Download of image {image_id} failed: {url} sent more than the {expected} bytes it announced")]
-    TooLong {
-        image_id: String,
-        url: String,
-        expected: u64,
-    },
-    /// The consumer went away (internal; never handed to a consumer).
-    #[error("the download was cancelled")]
-    Cancelled,
-    #[error("{0}")]
-    Internal(String),
-}
-
-fn fmt_secs(d: Duration) -> String {
-    if d.subsec_nanos() == 0 {
-        d.as_secs().to_string()
-    } else {
-        format!("{}", d.as_secs_f64())
-    }
-}
-
-fn fmt_total(total: Option<u64>) -> String {
-    total.map_or(String::new(), |t| format!(" of {t}"))
-}
-
-impl SourceError {
-    /// The HTTP status IPA would report: 408 for the time limit, 400 for bad settings, else
-    /// 500.
-    pub fn status_code(&self) -> u16 {
-        match self {
-            SourceError::TimedOut { .. } => 408,
-            SourceError::Setup(_) => 400,
-            _ => 500,
-        }
-    }
-
-    /// Whether retrying the whole download cannot help (IPA does not retry
-    /// ImageDownloadFatalError or the time limit).
-    pub fn is_fatal(&self) -> bool {
-        matches!(
-            self,
-            SourceError::Setup(_) | SourceError::Fatal { .. } | SourceError::TimedOut { .. }
-        )
-    }
-
-    /// The message without IPA's "Download of image X failed: " prefix.
-    pub fn detail(&self) -> String {
-        match self {
-            SourceError::Fatal { message, .. } => message.clone(),
-            SourceError::Failed { details, .. } => details.join("\n "),
-            other => other.to_string(),
-        }
-    }
-
-    /// See [`SourceError::Restarted`].
-    pub fn is_restart(&self) -> bool {
-        matches!(self, SourceError::Restarted { .. })
-    }
-}
-
-/// Progress and history of a download.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DownloadStats {
-    /// Bytes of the file received in order (since the last restart).
-    pub bytes: u64,
-    /// Body bytes read from the network, including any discarded on a resume.
-    pub wire_bytes: u64,
-    /// Range requests sent to resume a broken body.
-    pub resumes: u32,
-    /// Times the download started over from byte 0 because the file changed.
-    pub restarts: u32,
-    /// The URL in use, redacted.
-    pub url: String,
-    /// Time since `start_download`, or its total when finished.
-    pub elapsed: Duration,
-}
 
 /// A running download. Dropping it stops the download.
 pub struct Download {

@@ -8,7 +8,7 @@ use tokio::runtime::Handle;
 
 use super::client::{content_range, pause, Deadline, Failure, Http, Validators};
 use super::http::Entity;
-use super::redact::redact_url;
+use crate::redact::redact_url;
 use crate::write_op::RangeRead;
 
 /// Reads byte ranges of the image from the URL that served the stream, with the stream's

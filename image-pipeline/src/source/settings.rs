@@ -6,8 +6,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde_json::Value;
 
-use super::redact::redact_url;
 use super::SourceError;
+use crate::redact::redact_url;
 
 /// Proxy URLs by scheme of the target (`image_info.proxies`).
 #[derive(Clone, Default, PartialEq, Eq)]
