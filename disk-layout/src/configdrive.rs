@@ -15,6 +15,7 @@ use std::io::{self, Read};
 
 use base64::Engine;
 use blockdev::region::Extent;
+use ironic_protocol::ErrorClass;
 
 use crate::gpt_write::{self, fix_gpt, guid_text, Gpt, GptError, LINUX_FS_TYPE};
 use crate::mbr_write::{Mbr, MbrError, TYPE_FAT32_LBA};
@@ -81,8 +82,8 @@ pub enum ConfigDriveError {
 
 impl ConfigDriveError {
     /// IPA raises all of these as `DeploymentError` (`InstanceDeployFailure` in logs).
-    pub fn ipa_type(&self) -> &'static str {
-        "DeploymentError"
+    pub fn ipa_class(&self) -> ErrorClass {
+        ErrorClass::DeploymentError
     }
 }
 

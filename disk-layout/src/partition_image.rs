@@ -22,7 +22,7 @@ use std::path::Path;
 use blockdev::region::{Extent, Region};
 use blockdev::signatures;
 use blockdev::DeviceGuard;
-use ironic_protocol::Node;
+use ironic_protocol::{ErrorClass, Node, PartitionSizes};
 use serde_json::{Map, Value};
 
 use crate::gpt_write::{self, Gpt, GptError};
@@ -77,11 +77,11 @@ pub enum PartitionImageError {
 
 impl PartitionImageError {
     /// The IPA error class the conductor sees.
-    pub fn ipa_type(&self) -> &'static str {
+    pub fn ipa_class(&self) -> ErrorClass {
         match self {
-            PartitionImageError::InvalidParams(_) => "InvalidCommandParamsError",
-            PartitionImageError::FileSystemNotSupported(_) => "FileSystemNotSupported",
-            _ => "DeploymentError",
+            PartitionImageError::InvalidParams(_) => ErrorClass::InvalidCommandParamsError,
+            PartitionImageError::FileSystemNotSupported(_) => ErrorClass::FileSystemNotSupported,
+            _ => ErrorClass::DeploymentError,
         }
     }
 }
@@ -185,48 +185,21 @@ pub struct PartitionImageParams {
 }
 
 impl PartitionImageParams {
-    /// From `image_info` (`root_mb`, `swap_mb`, `ephemeral_mb`, `ephemeral_format`,
-    /// `preserve_ephemeral`) and the node (boot mode and disk label, as IPA takes them).
-    pub fn from_image_info(
-        image_info: &Map<String, Value>,
-        node: &Node,
-        ramdisk_uefi: bool,
-        cpu_arch: &str,
-    ) -> Result<Self, PartitionImageError> {
-        let mb = |k: &str, required: bool| -> Result<u64, PartitionImageError> {
-            match image_info.get(k) {
-                None | Some(Value::Null) if !required => Ok(0),
-                Some(Value::Number(n)) => n.as_u64().ok_or_else(|| {
-                    PartitionImageError::InvalidParams(format!(
-                        "{k} must be a non-negative integer"
-                    ))
-                }),
-                Some(Value::String(s)) => s.trim().parse().map_err(|_| {
-                    PartitionImageError::InvalidParams(format!("{k} must be an integer, got {s:?}"))
-                }),
-                other => Err(PartitionImageError::InvalidParams(format!(
-                    "{k} must be an integer, got {other:?}"
-                ))),
-            }
-        };
-        let preserve = match image_info.get("preserve_ephemeral") {
-            Some(Value::Bool(b)) => *b,
-            Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
-            _ => false,
-        };
-        let boot_mode = node_boot_mode(node, ramdisk_uefi);
-        Ok(PartitionImageParams {
-            root_mb: mb("root_mb", true)?,
-            swap_mb: mb("swap_mb", false)?,
-            ephemeral_mb: mb("ephemeral_mb", false)?,
-            ephemeral_format: text(image_info.get("ephemeral_format").filter(|v| !v.is_null())),
-            preserve_ephemeral: preserve,
-            boot_mode,
+    /// From `image_info`'s partition sizes and the node (boot mode and disk label, as IPA
+    /// takes them).
+    pub fn new(sizes: PartitionSizes, node: &Node, ramdisk_uefi: bool, cpu_arch: &str) -> Self {
+        PartitionImageParams {
+            root_mb: sizes.root_mb,
+            swap_mb: sizes.swap_mb,
+            ephemeral_mb: sizes.ephemeral_mb,
+            ephemeral_format: sizes.ephemeral_format,
+            preserve_ephemeral: sizes.preserve_ephemeral,
+            boot_mode: node_boot_mode(node, ramdisk_uefi),
             disk_label: node_disk_label(node, ramdisk_uefi),
             cpu_arch: cpu_arch.to_string(),
             efi_system_partition_mb: DEFAULT_ESP_MB,
             bios_boot_partition_mb: DEFAULT_BIOS_BOOT_MB,
-        })
+        }
     }
 }
 
@@ -591,13 +564,17 @@ mod tests {
     }
 
     fn params(info: Value, n: Value, ramdisk_uefi: bool) -> PartitionImageParams {
-        PartitionImageParams::from_image_info(
-            info.as_object().unwrap(),
+        let mut image_info = json!({"id": "img", "urls": ["http://x/img"]});
+        for (k, v) in info.as_object().unwrap() {
+            image_info[k] = v.clone();
+        }
+        let image_info: ironic_protocol::ImageInfo = serde_json::from_value(image_info).unwrap();
+        PartitionImageParams::new(
+            image_info.partition_sizes().unwrap(),
             &node(n),
             ramdisk_uefi,
             "x86_64",
         )
-        .unwrap()
     }
 
     fn layout(plan: &PartitionPlan) -> Vec<(&'static str, u32, u64, u64)> {

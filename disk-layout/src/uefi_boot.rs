@@ -22,6 +22,7 @@ use std::io;
 use std::path::Path;
 
 use blockdev::DeviceGuard;
+use ironic_protocol::ErrorClass;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -128,12 +129,12 @@ pub enum BootloaderError {
 
 impl BootloaderError {
     /// The IPA error class the conductor sees (`command_error.type`).
-    pub fn ipa_type(&self) -> &'static str {
+    pub fn ipa_class(&self) -> ErrorClass {
         match self {
-            BootloaderError::NoEsp(_) => "DeviceNotFound",
-            BootloaderError::LegacyBootloader => "InvalidImage",
-            BootloaderError::InvalidParams(_) => "InvalidCommandParamsError",
-            _ => "CommandExecutionError",
+            BootloaderError::NoEsp(_) => ErrorClass::DeviceNotFound,
+            BootloaderError::LegacyBootloader => ErrorClass::InvalidImage,
+            BootloaderError::InvalidParams(_) => ErrorClass::InvalidCommandParamsError,
+            _ => ErrorClass::CommandExecutionError,
         }
     }
 }
@@ -673,7 +674,7 @@ mod tests {
         };
         let err = install_bootloader(&target, &partition_image, &ramdisk_guard(), vars.path())
             .unwrap_err();
-        assert_eq!(err.ipa_type(), "InvalidImage");
+        assert_eq!(err.ipa_class(), ErrorClass::InvalidImage);
         let ignored = BootloaderParams {
             ignore_bootloader_failure: Some(true),
             ..partition_image.clone()
@@ -686,7 +687,7 @@ mod tests {
         let (_t, bare) = temp_disk(16 * MIB, 512);
         let err = install_bootloader(&bare, &whole_disk_params(), &ramdisk_guard(), vars.path())
             .unwrap_err();
-        assert_eq!(err.ipa_type(), "DeviceNotFound");
+        assert_eq!(err.ipa_class(), ErrorClass::DeviceNotFound);
         assert!(err
             .to_string()
             .contains("Are you using a UEFI-compatible image?"));

@@ -133,8 +133,12 @@ mod tests {
 
         let e = validate_args(StepKind::Clean, &s, &args(json!({"force": true}))).unwrap_err();
         assert!(matches!(e, HardwareError::InvalidArguments(_)));
-        assert_eq!(e.ipa_type(), Some("InvalidCommandParamsError"));
-        assert_eq!(e.ipa_code(), 400);
+        let reported = e.to_command_error(ironic_protocol::ErrorClass::CleaningError);
+        assert_eq!(
+            reported.kind,
+            ironic_protocol::ErrorClass::InvalidCommandParamsError
+        );
+        assert_eq!(reported.code, 400);
         assert_eq!(
             e.to_string(),
             "clean step update_firmware (interface management): missing required arguments: \

@@ -1,5 +1,7 @@
 use std::path::PathBuf;
 
+use ironic_protocol::ErrorClass;
+
 /// Errors of hardware managers. Each maps to the IPA error class the conductor knows, and its
 /// text is what an operator reads in the node's `last_error`, so it names the device and what
 /// to do.
@@ -51,12 +53,7 @@ pub enum HardwareError {
     /// A failure that already has its IPA error class, e.g. `ImageDownloadError` from a
     /// manager that writes images; reported to the conductor as is.
     #[error("{details}")]
-    Ipa {
-        kind: String,
-        code: u16,
-        message: String,
-        details: String,
-    },
+    Ipa { class: ErrorClass, details: String },
 
     /// Step arguments that do not fit the step.
     #[error("{0}")]
@@ -84,51 +81,36 @@ impl HardwareError {
         )
     }
 
-    /// The IPA error class name (`type` of `command_error`), or `None` for errors IPA would
-    /// wrap into the generic step error of the step's kind.
-    pub fn ipa_type(&self) -> Option<&str> {
+    /// A failure of IPA error class `class`.
+    pub fn ipa(class: ErrorClass, details: impl Into<String>) -> Self {
+        HardwareError::Ipa {
+            class,
+            details: details.into(),
+        }
+    }
+
+    /// The IPA error class (`type` of `command_error`), or `None` for errors IPA would wrap
+    /// into the generic step error of the step's kind.
+    pub fn ipa_class(&self) -> Option<ErrorClass> {
         match self {
-            HardwareError::Ipa { kind, .. } => Some(kind),
+            HardwareError::Ipa { class, .. } => Some(*class),
             HardwareError::NotHandled | HardwareError::Incompatible(_) => {
-                Some("IncompatibleHardwareMethodError")
+                Some(ErrorClass::IncompatibleHardwareMethodError)
             }
-            HardwareError::MethodNotFound(_) => Some("HardwareManagerMethodNotFound"),
-            HardwareError::ProtectedDevice { .. } => Some("ProtectedDeviceError"),
-            HardwareError::BlockDeviceErase(_) => Some("BlockDeviceEraseError"),
-            HardwareError::InvalidArguments(_) => Some("InvalidCommandParamsError"),
-            HardwareError::DeviceNotFound(_) => Some("DeviceNotFound"),
+            HardwareError::MethodNotFound(_) => Some(ErrorClass::HardwareManagerMethodNotFound),
+            HardwareError::ProtectedDevice { .. } => Some(ErrorClass::ProtectedDeviceError),
+            HardwareError::BlockDeviceErase(_) => Some(ErrorClass::BlockDeviceEraseError),
+            HardwareError::InvalidArguments(_) => Some(ErrorClass::InvalidCommandParamsError),
+            HardwareError::DeviceNotFound(_) => Some(ErrorClass::DeviceNotFound),
             HardwareError::DeviceNotAllowed(_)
             | HardwareError::Io { .. }
             | HardwareError::StepFailed(_) => None,
         }
     }
 
-    /// IPA's `message` for the class returned by [`HardwareError::ipa_type`].
-    pub fn ipa_message(&self) -> Option<&str> {
-        if let HardwareError::Ipa { message, .. } = self {
-            return Some(message);
-        }
-        Some(match self.ipa_type()? {
-            "IncompatibleHardwareMethodError" => {
-                "HardwareManager method is not compatible with hardware"
-            }
-            "HardwareManagerMethodNotFound" => "No HardwareManager found to handle method",
-            "ProtectedDeviceError" => "Protected device located, cleaning aborted.",
-            "BlockDeviceEraseError" => "Error erasing block device",
-            "InvalidCommandParamsError" => "Invalid command parameters",
-            "DeviceNotFound" => {
-                "Error finding the disk or partition device to deploy the image onto"
-            }
-            _ => return None,
-        })
-    }
-
-    /// The `code` of the IPA error: 500 but for classes IPA gives another one.
-    pub fn ipa_code(&self) -> u16 {
-        match self {
-            HardwareError::Ipa { code, .. } => *code,
-            HardwareError::InvalidArguments(_) => 400,
-            _ => 500,
-        }
+    /// The error as the conductor sees it: its own class, else `fallback` (the generic error
+    /// of the step's kind, or of the command).
+    pub fn to_command_error(&self, fallback: ErrorClass) -> ironic_protocol::CommandError {
+        ironic_protocol::CommandError::new(self.ipa_class().unwrap_or(fallback), self.to_string())
     }
 }

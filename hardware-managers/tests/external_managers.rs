@@ -194,7 +194,10 @@ fn unknown_and_missing_arguments_are_refused_before_the_command_runs() {
     )
     .unwrap_err();
     assert!(matches!(e, HardwareError::InvalidArguments(_)), "{e:?}");
-    assert_eq!(e.ipa_type(), Some("InvalidCommandParamsError"));
+    assert_eq!(
+        e.ipa_class(),
+        Some(ironic_protocol::ErrorClass::InvalidCommandParamsError)
+    );
     assert!(
         e.to_string()
             .contains("unexpected arguments: colour (the step accepts: force, url)"),
@@ -239,7 +242,7 @@ fn step_error(m: &Managers) -> String {
     let e = run(m, StepKind::Clean, "check", json!({})).unwrap_err();
     assert!(matches!(e, HardwareError::StepFailed(_)), "{e:?}");
     // Reported as the kind's own error class by the agent.
-    assert_eq!(e.ipa_type(), None);
+    assert_eq!(e.ipa_class(), None);
     e.to_string()
 }
 

@@ -1,6 +1,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::ErrorClass;
+
 /// Body of `POST /v1/commands/`: `{"name": "<extension>.<command>", "params": {...}}`.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub struct CommandRequest {
@@ -33,41 +35,30 @@ impl CommandStatus {
 /// `message`) to the operator as `last_error`, so `details` must be actionable.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandError {
-    /// The IPA error class name, e.g. `CleaningError`. Never `TypeError`: the conductor treats
-    /// that one as a protocol bug.
+    /// The IPA error class, e.g. `CleaningError`.
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: ErrorClass,
+    /// The class's code and message, as IPA serialises them.
     pub code: u16,
     pub message: String,
     pub details: String,
 }
 
 impl CommandError {
-    pub fn new(
-        kind: impl Into<String>,
-        code: u16,
-        message: impl Into<String>,
-        details: impl Into<String>,
-    ) -> Self {
+    /// An error of `class`, with IPA's code and message for it.
+    pub fn new(class: ErrorClass, details: impl Into<String>) -> Self {
         CommandError {
-            kind: kind.into(),
-            code,
-            message: message.into(),
+            kind: class,
+            code: class.code(),
+            message: class.message().to_string(),
             details: details.into(),
         }
     }
-}
 
-impl CommandError {
     /// IPA's `CommandExecutionError`: what a command that failed for a reason without a
     /// class of its own reports.
     pub fn execution_failed(details: impl Into<String>) -> Self {
-        CommandError::new(
-            "CommandExecutionError",
-            500,
-            "Command execution failed",
-            details,
-        )
+        CommandError::new(ErrorClass::CommandExecutionError, details)
     }
 }
 
@@ -117,12 +108,7 @@ mod tests {
             id: "5f8c".into(),
             command_name: "execute_clean_step".into(),
             command_status: CommandStatus::Failed,
-            command_error: Some(CommandError::new(
-                "CleaningError",
-                500,
-                "Clean step failed",
-                "disk on fire",
-            )),
+            command_error: Some(CommandError::new(ErrorClass::CleaningError, "disk on fire")),
             command_result: None,
         };
         assert_eq!(

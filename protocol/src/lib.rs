@@ -7,7 +7,9 @@
 
 mod api_version;
 mod command;
+mod error_class;
 mod heartbeat;
+mod image_info;
 mod inventory;
 mod lookup;
 mod node;
@@ -15,7 +17,9 @@ mod step;
 
 pub use api_version::{ApiVersion, ParseApiVersionError};
 pub use command::{CommandError, CommandRequest, CommandResult, CommandStatus, Fault};
+pub use error_class::ErrorClass;
 pub use heartbeat::HeartbeatRequest;
+pub use image_info::{ImageInfo, PartitionSizes, Proxies};
 pub use inventory::{
     BlockDevice, Boot, Cpu, Interface, Inventory, Memory, SystemFirmware, SystemVendor,
 };

@@ -3,6 +3,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::ErrorClass;
+
 /// The three kinds of in-band steps. They share one protocol, differing only in key names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StepKind {
@@ -44,20 +46,11 @@ impl StepKind {
     }
 
     /// IPA's error class for a failed step of this kind.
-    pub fn error_type(self) -> &'static str {
+    pub fn error_class(self) -> ErrorClass {
         match self {
-            StepKind::Clean => "CleaningError",
-            StepKind::Deploy => "DeploymentError",
-            StepKind::Service => "ServicingError",
-        }
-    }
-
-    /// IPA's `message` for a failed step of this kind.
-    pub fn error_message(self) -> &'static str {
-        match self {
-            StepKind::Clean => "Clean step failed",
-            StepKind::Deploy => "Deploy step failed",
-            StepKind::Service => "Service step failed",
+            StepKind::Clean => ErrorClass::CleaningError,
+            StepKind::Deploy => ErrorClass::DeploymentError,
+            StepKind::Service => ErrorClass::ServicingError,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The workspace's layering rules, checked on its own sources (see `src/architecture.rs`):
 //! no file of a crate imports itself in a circle, the disk primitives live in one crate at
-//! the bottom, and every block-device ioctl is defined once.
+//! the bottom, every block-device ioctl is defined once, and no JSON reaches the image
+//! pipeline.
 
 use std::path::{Path, PathBuf};
 
@@ -73,6 +74,17 @@ fn the_disk_primitives_are_the_bottom_floor() {
             "{name} depends on hardware-managers: disk primitives belong in blockdev"
         );
     }
+}
+
+/// The image pipeline gets typed settings from the agent, which parsed `image_info` once at
+/// the command boundary (`ironic_protocol::ImageInfo`): no JSON reaches it.
+#[test]
+fn no_json_crosses_into_the_image_pipeline() {
+    let deps = dependencies(&member("image-pipeline")).unwrap();
+    assert!(
+        !deps.contains("serde_json") && !deps.contains("ironic-protocol"),
+        "image-pipeline depends on {deps:?}"
+    );
 }
 
 /// Every `nix::ioctl_*!` whose request is of type 0x12 (`<linux/fs.h>`'s block requests)

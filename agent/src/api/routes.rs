@@ -236,9 +236,7 @@ mod tests {
                 }),
                 CommandDef::new("fails", Mode::Sync, |_, _: NoParams| async {
                     Err(ironic_protocol::CommandError::new(
-                        "CleaningError",
-                        500,
-                        "Clean step failed",
+                        ironic_protocol::ErrorClass::CleaningError,
                         "disk on fire",
                     ))
                 }),

@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use ironic_protocol::{CommandError, CommandStatus};
+use ironic_protocol::{CommandError, CommandStatus, ErrorClass};
 use serde_json::{json, Map, Value};
 
 use super::{CommandDef, CommandRecord, CommandValue, Mode};
@@ -147,7 +147,7 @@ fn finish(record: &CommandRecord, outcome: Result<CommandValue, CommandError>, i
             record.finish(CommandStatus::Succeeded, result, None);
         }
         Err(error) => {
-            let status = if error.kind == "VersionMismatch" {
+            let status = if error.kind == ErrorClass::VersionMismatch {
                 CommandStatus::VersionMismatch
             } else {
                 CommandStatus::Failed

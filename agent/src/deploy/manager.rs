@@ -2,7 +2,7 @@ use std::sync::{Arc, Weak};
 
 use hardware_managers::generic::GenericHardwareManager;
 use hardware_managers::{HardwareError, HardwareManager, StepCall, SupportLevel};
-use ironic_protocol::{Node, Step, StepKind};
+use ironic_protocol::{ErrorClass, ImageInfo, Node, Step, StepKind};
 use serde_json::{json, Value};
 
 use super::prepare::{prepare_image, ImageRequest};
@@ -58,8 +58,10 @@ impl HardwareManager for DeployManager {
         if name != "write_image" {
             return Err(HardwareError::NotHandled);
         }
-        let image_info = match call.args.get("image_info") {
-            Some(Value::Object(m)) => m.clone(),
+        let image_info: ImageInfo = match call.args.get("image_info") {
+            Some(v @ Value::Object(_)) => serde_json::from_value(v.clone()).map_err(|e| {
+                HardwareError::ipa(ErrorClass::InvalidCommandParamsError, e.to_string())
+            })?,
             _ => {
                 return Err(HardwareError::InvalidArguments(
                     "write_image needs an 'image_info' object".into(),

@@ -3,31 +3,30 @@
 //! and the partition UUIDs the conductor asks for next.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use blockdev::{rescan, OpenError, WritableDisk};
-use disk_layout::partition_image::{self, PartitionImageParams, PartitionPlan};
+use disk_layout::partition_image::{
+    self, PartitionImageError, PartitionImageParams, PartitionPlan,
+};
 use disk_layout::{configdrive, gpt_write, partition_uuids, DiskTarget};
 use hardware_managers::HardwareError;
-use image_pipeline::checksum::{validate_image_info, ChecksumError};
+use image_pipeline::checksum::ChecksumError;
 use image_pipeline::decoder::{open_decoder, Opened};
 use image_pipeline::format::inspect;
 use image_pipeline::pipeline::{self, BeforeWrite, PipelineError};
 use image_pipeline::redact::redact_url;
 use image_pipeline::sink::DiskWriter;
-use image_pipeline::source::{
-    resolve_expected_checksum, start_download, BasicAuth, DownloadSettings, SourceError,
-    TlsMinVersion,
-};
+use image_pipeline::source::{resolve_expected_checksum, start_download, SourceError};
 use image_pipeline::{Limits, RangeRead};
+use ironic_protocol::{ErrorClass, ImageInfo};
 use serde_json::{Map, Value};
 
+use super::image_source::{checksum_spec, download_settings};
 use crate::agent::Agent;
-use crate::config::{AuthStrategy, TlsVersion};
 
 /// What to write.
 pub struct ImageRequest<'a> {
-    pub image_info: &'a Map<String, Value>,
+    pub image_info: &'a ImageInfo,
     /// Ironic's `configdrive`: a URL, or base64 of gzipped ISO/VFAT data.
     pub configdrive: Option<&'a Value>,
     /// `cache_image(force=True)`: write even if this image is already on the disk.
@@ -41,17 +40,12 @@ const WRITE_IMAGE: &str = "write an image to";
 /// encoded form is larger).
 const CONFIGDRIVE_DOWNLOAD_MAX: u64 = 128 << 20;
 
-fn ipa(kind: &str, code: u16, message: &str, details: impl Into<String>) -> HardwareError {
-    HardwareError::Ipa {
-        kind: kind.to_string(),
-        code,
-        message: message.to_string(),
-        details: details.into(),
-    }
+fn ipa(class: ErrorClass, details: impl Into<String>) -> HardwareError {
+    HardwareError::ipa(class, details)
 }
 
 fn deployment_error(details: impl Into<String>) -> HardwareError {
-    ipa("DeploymentError", 500, "Deploy step failed", details)
+    ipa(ErrorClass::DeploymentError, details)
 }
 
 /// Writes the image (and config drive) described by `req` to the install disk. Returns IPA's
@@ -68,15 +62,15 @@ pub fn prepare_image(
         .as_ref()
         .and_then(|l| l.agent_md5_checksum_enable)
         .unwrap_or(opts.md5_enabled);
-    let info = Value::Object(req.image_info.clone());
-    validate_image_info(&info, md5_enabled).map_err(|e| checksum_error(e, "?"))?;
-    let raw_id = info["id"]
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| info["id"].to_string());
+    let info = req.image_info;
+    let raw_id = info.id.clone();
     // Ironic's id for an HTTP image_source is the URL's tail, query string (a temp URL
     // signature) included: never let it into a log line or a message.
     let image_id = redact_url(&raw_id);
+    let checksum = checksum_spec(info, &image_id);
+    checksum
+        .validate(md5_enabled)
+        .map_err(|e| checksum_error(e, &image_id))?;
 
     let node = agent.node().unwrap_or_default();
     let device = agent.managers().get_os_install_device(&node)?;
@@ -84,21 +78,20 @@ pub fn prepare_image(
     agent.guard().check(&disk, WRITE_IMAGE)?;
     tracing::info!(image = %image_id, device = %disk.display(), size = device.size, "install device chosen");
 
-    let is_partition_image = info.get("image_type").and_then(Value::as_str) == Some("partition");
     let configdrive = match req.configdrive {
-        Some(v) => Some(load_configdrive(v, &info, agent, runtime)?),
+        Some(v) => Some(load_configdrive(v, info, &image_id, agent, runtime)?),
         None => None,
     };
 
     // Partition images: the layout is planned now (it only depends on the node, image_info
     // and the disk) and written once the image is known to fit its root partition.
-    let layout = if is_partition_image {
+    let layout = if info.is_partition_image() {
         let target = open_target(agent, &disk)?;
         let (plan, params) = plan_partitions(
             agent,
             &target,
             &disk,
-            req.image_info,
+            info,
             &node,
             configdrive.as_ref().map(|c| c.len() as u64),
         )?;
@@ -111,9 +104,9 @@ pub fn prepare_image(
     if already && !req.force {
         tracing::info!(image = %image_id, "image already written to the disk; not writing it again");
     } else {
-        let mut settings = download_settings(agent, &info)?;
-        settings.image_id = image_id.clone();
-        let expected = resolve_expected_checksum(&info, md5_enabled, &settings, runtime)
+        let settings =
+            download_settings(info, &image_id, &agent.config().options).map_err(source_error)?;
+        let expected = resolve_expected_checksum(&checksum, md5_enabled, &settings, runtime)
             .map_err(|e| checksum_error(e, &image_id))?;
         let window = layout.as_ref().map(|(_, plan, _)| {
             let root = plan.root();
@@ -133,14 +126,12 @@ pub fn prepare_image(
             WritableDisk::open(&disk, agent.guard(), WRITE_IMAGE).map_err(|e| match e {
                 OpenError::NotAllowed(e) => HardwareError::from(e),
                 e => ipa(
-                    "ImageWriteError",
-                    500,
-                    "Error writing image to device",
+                    ErrorClass::ImageWriteError,
                     format!("Writing image to device {} failed: {e}", disk.display()),
                 ),
             })?;
         let writer = DiskWriter::open(target, window).map_err(|e| write_error(&disk, e))?;
-        let factory = decoder_factory(agent, &info);
+        let factory = decoder_factory(agent, info);
         let report = pipeline::run(
             Box::new(download),
             &image_id,
@@ -180,14 +171,8 @@ pub fn prepare_image(
             .map_err(|e| deployment_error(format!("fixing the GPT of {}: {e}", disk.display())))?;
         tracing::info!(device = %disk.display(), result = ?fixed, "backup GPT checked");
         if let Some(cd) = &configdrive {
-            let part = configdrive::write_config_drive(&target, cd).map_err(|e| {
-                ipa(
-                    e.ipa_type(),
-                    500,
-                    "Failed to create config drive",
-                    e.to_string(),
-                )
-            })?;
+            let part = configdrive::write_config_drive(&target, cd)
+                .map_err(|e| ipa(e.ipa_class(), e.to_string()))?;
             tracing::info!(device = %disk.display(), partition = part.number, created = part.created, "config drive written");
         }
         target
@@ -196,21 +181,26 @@ pub fn prepare_image(
         reread_partitions(&target)?;
         partition_uuids::whole_disk(&target).map_err(|e| deployment_error(e.to_string()))?
     };
-    let message = result_message(&image_id, &disk, &info, &uuids);
+    let message = result_message(&image_id, &disk, info, &uuids);
     agent.set_partition_uuids(Value::Object(uuids));
     tracing::info!("{message}");
     Ok(message)
 }
 
 /// IPA's `_message_format`.
-fn result_message(image_id: &str, disk: &Path, info: &Value, uuids: &Map<String, Value>) -> String {
+fn result_message(
+    image_id: &str,
+    disk: &Path,
+    info: &ImageInfo,
+    uuids: &Map<String, Value>,
+) -> String {
     let text = |k: &str| uuids.get(k).and_then(Value::as_str).map(str::to_string);
     let root = text("root uuid").unwrap_or_else(|| "None".into());
     let mut msg = format!(
         "image ({image_id}) written to device {} root_uuid={root}",
         disk.display()
     );
-    if info.get("deploy_boot_mode").and_then(Value::as_str) == Some("uefi") {
+    if info.deploy_boot_mode.as_deref() == Some("uefi") {
         if let Some(esp) = text("efi system partition uuid") {
             msg.push_str(&format!(" efi_system_partition_uuid={esp}"));
         }
@@ -236,19 +226,17 @@ fn plan_partitions(
     agent: &Agent,
     target: &DiskTarget,
     disk: &Path,
-    image_info: &Map<String, Value>,
+    image_info: &ImageInfo,
     node: &ironic_protocol::Node,
     configdrive_len: Option<u64>,
 ) -> Result<(PartitionPlan, PartitionImageParams), HardwareError> {
     let opts = &agent.config().options;
     let ramdisk_uefi = Path::new("/sys/firmware/efi").exists();
-    let mut params = PartitionImageParams::from_image_info(
-        image_info,
-        node,
-        ramdisk_uefi,
-        std::env::consts::ARCH,
-    )
-    .map_err(|e| ipa(e.ipa_type(), 400, "Invalid image parameters", e.to_string()))?;
+    let sizes = image_info.partition_sizes().map_err(|why| {
+        let e = PartitionImageError::InvalidParams(why);
+        ipa(e.ipa_class(), e.to_string())
+    })?;
+    let mut params = PartitionImageParams::new(sizes, node, ramdisk_uefi, std::env::consts::ARCH);
     params.efi_system_partition_mb = opts.efi_system_partition_size;
     params.bios_boot_partition_mb = opts.bios_boot_partition_size;
     let plan = partition_image::plan(
@@ -258,7 +246,7 @@ fn plan_partitions(
         target.sector_size(),
         configdrive_len,
     )
-    .map_err(|e| ipa(e.ipa_type(), 500, "Deploy step failed", e.to_string()))?;
+    .map_err(|e| ipa(e.ipa_class(), e.to_string()))?;
     Ok((plan, params))
 }
 
@@ -273,7 +261,7 @@ fn apply_layout(
     configdrive: Option<&[u8]>,
 ) -> Result<(), HardwareError> {
     let applied = partition_image::apply(target, plan, params, configdrive)
-        .map_err(|e| ipa(e.ipa_type(), 500, "Deploy step failed", e.to_string()))?;
+        .map_err(|e| ipa(e.ipa_class(), e.to_string()))?;
     target
         .sync()
         .map_err(|e| deployment_error(format!("syncing {}: {e}", disk.display())))?;
@@ -281,7 +269,7 @@ fn apply_layout(
     if let Some((number, fs)) = &applied.ephemeral_to_format {
         let part = partition_uuids::partition_path(disk, *number);
         partition_image::format_ephemeral(&part, fs, agent.guard())
-            .map_err(|e| ipa(e.ipa_type(), 500, "Deploy step failed", e.to_string()))?;
+            .map_err(|e| ipa(e.ipa_class(), e.to_string()))?;
     }
     tracing::info!(device = %disk.display(), partitions = ?plan.roles(), "partition image layout written");
     Ok(())
@@ -290,7 +278,7 @@ fn apply_layout(
 /// The decoder for the image: IPA's format policy, with the lookup's overrides.
 fn decoder_factory(
     agent: &Agent,
-    info: &Value,
+    info: &ImageInfo,
 ) -> impl Fn(&[u8], &mut dyn RangeRead, Option<u64>) -> Result<Opened, PipelineError> + Sync {
     let opts = &agent.config().options;
     let lookup = agent.lookup_config();
@@ -302,10 +290,7 @@ fn decoder_factory(
         .as_ref()
         .and_then(|l| l.disable_deep_image_inspection)
         .unwrap_or(opts.disable_deep_image_inspection);
-    let declared = info
-        .get("disk_format")
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    let declared = info.disk_format.clone();
     move |head, fetch, size| {
         let inspection = inspect(head, declared.as_deref(), &permitted, deep)?;
         Ok(open_decoder(
@@ -318,43 +303,11 @@ fn decoder_factory(
     }
 }
 
-/// Download settings: `image_info` (URLs, proxies, credentials) plus the agent's timeouts,
-/// retries, TLS and image-server credentials.
-fn download_settings(agent: &Agent, info: &Value) -> Result<DownloadSettings, HardwareError> {
-    let opts = &agent.config().options;
-    let mut s = DownloadSettings::from_image_info(info).map_err(source_error)?;
-    let timeout = Duration::from_secs(opts.image_download_connection_timeout.max(1));
-    s.connect_timeout = timeout;
-    s.read_timeout = timeout;
-    s.retries = opts.image_download_connection_retries;
-    s.retry_interval = Duration::from_secs(opts.image_download_connection_retry_interval);
-    s = s.with_max_duration_secs(opts.image_download_max_duration);
-    s.insecure = opts.insecure;
-    s.ca_file = opts.cafile.as_ref().map(PathBuf::from);
-    s.tls_min_version = match opts.tls_min_version {
-        TlsVersion::V1_2 => TlsMinVersion::V1_2,
-        TlsVersion::V1_3 => TlsMinVersion::V1_3,
-    };
-    if s.basic_auth.is_none()
-        && s.authorization.is_none()
-        && opts.image_server_auth_strategy == AuthStrategy::HttpBasic
-    {
-        s.basic_auth = Some(
-            BasicAuth::checked(
-                &s.image_id,
-                opts.image_server_user.clone(),
-                opts.image_server_password.as_ref().map(|p| p.0.clone()),
-            )
-            .map_err(source_error)?,
-        );
-    }
-    Ok(s)
-}
-
 /// The config drive bytes: downloaded when Ironic sent a URL, then decoded.
 fn load_configdrive(
     value: &Value,
-    info: &Value,
+    info: &ImageInfo,
+    image_id: &str,
     agent: &Agent,
     runtime: &tokio::runtime::Handle,
 ) -> Result<Vec<u8>, HardwareError> {
@@ -362,9 +315,7 @@ fn load_configdrive(
         Value::String(s) => s.as_str(),
         other => {
             return Err(ipa(
-                "InstanceDeployFailure",
-                500,
-                "Failed to create config drive",
+                ErrorClass::InstanceDeployFailure,
                 format!(
                     "the configdrive must be a URL or base64 text, got {}",
                     match other {
@@ -376,18 +327,12 @@ fn load_configdrive(
             ))
         }
     };
-    let cd_err = |e: configdrive::ConfigDriveError| {
-        ipa(
-            e.ipa_type(),
-            500,
-            "Failed to create config drive",
-            e.to_string(),
-        )
-    };
+    let cd_err = |e: configdrive::ConfigDriveError| ipa(e.ipa_class(), e.to_string());
     if !configdrive::is_url(text) {
         return configdrive::decode(text.as_bytes(), false).map_err(cd_err);
     }
-    let mut settings = download_settings(agent, info)?;
+    let mut settings =
+        download_settings(info, image_id, &agent.config().options).map_err(source_error)?;
     settings.image_id = format!("configdrive {}", redact_url(text));
     settings.urls = vec![text.to_string()];
     let mut download = start_download(settings, runtime).map_err(source_error)?;
@@ -397,9 +342,7 @@ fn load_configdrive(
         bytes.extend_from_slice(&chunk);
         if bytes.len() as u64 > CONFIGDRIVE_DOWNLOAD_MAX {
             return Err(ipa(
-                "InstanceDeployFailure",
-                500,
-                "Failed to create config drive",
+                ErrorClass::InstanceDeployFailure,
                 format!(
                     "the config drive at {} is larger than {CONFIGDRIVE_DOWNLOAD_MAX} bytes",
                     redact_url(text)
@@ -412,45 +355,20 @@ fn load_configdrive(
 
 fn source_error(e: SourceError) -> HardwareError {
     match &e {
-        SourceError::TimedOut { .. } => ipa(
-            "ImageDownloadTimeoutError",
-            408,
-            "Image download timeout",
-            e.to_string(),
-        ),
-        SourceError::Setup(_) => ipa(
-            "InvalidCommandParamsError",
-            400,
-            "Invalid command parameters",
-            e.to_string(),
-        ),
-        _ => ipa(
-            "ImageDownloadError",
-            500,
-            "Error downloading image",
-            e.to_string(),
-        ),
+        SourceError::TimedOut { .. } => ipa(ErrorClass::ImageDownloadTimeoutError, e.to_string()),
+        SourceError::Setup(_) => ipa(ErrorClass::InvalidCommandParamsError, e.to_string()),
+        _ => ipa(ErrorClass::ImageDownloadError, e.to_string()),
     }
 }
 
 fn checksum_error(e: ChecksumError, image_id: &str) -> HardwareError {
     match &e {
-        ChecksumError::InvalidParams(_) => ipa(
-            "InvalidCommandParamsError",
-            400,
-            "Invalid command parameters",
-            e.to_string(),
-        ),
-        ChecksumError::Mismatch { .. } => ipa(
-            "ImageChecksumError",
-            500,
-            "Error verifying image checksum",
-            e.to_string(),
-        ),
+        ChecksumError::InvalidParams(_) => {
+            ipa(ErrorClass::InvalidCommandParamsError, e.to_string())
+        }
+        ChecksumError::Mismatch { .. } => ipa(ErrorClass::ImageChecksumError, e.to_string()),
         _ => ipa(
-            "ImageDownloadError",
-            500,
-            "Error downloading image",
+            ErrorClass::ImageDownloadError,
             format!("Download of image {image_id} failed: {e}"),
         ),
     }
@@ -458,16 +376,11 @@ fn checksum_error(e: ChecksumError, image_id: &str) -> HardwareError {
 
 fn write_error(disk: &Path, e: image_pipeline::sink::SinkError) -> HardwareError {
     match &e {
-        image_pipeline::sink::SinkError::TooSmall { .. } => ipa(
-            "InvalidImage",
-            500,
-            "The provided image is not valid for use",
-            e.to_string(),
-        ),
+        image_pipeline::sink::SinkError::TooSmall { .. } => {
+            ipa(ErrorClass::InvalidImage, e.to_string())
+        }
         _ => ipa(
-            "ImageWriteError",
-            500,
-            "Error writing image to device",
+            ErrorClass::ImageWriteError,
             format!("Writing image to device {} failed: {e}", disk.display()),
         ),
     }
@@ -478,18 +391,10 @@ fn pipeline_error(e: PipelineError, image_id: &str, disk: &Path) -> HardwareErro
         PipelineError::Download(e) => source_error(e),
         PipelineError::Checksum(e) => checksum_error(e, image_id),
         PipelineError::Sink(e) => write_error(disk, e),
-        PipelineError::Inspection(e) => ipa(
-            "InvalidImage",
-            500,
-            "The provided image is not valid for use",
-            format!("image {image_id}: {e}"),
-        ),
-        PipelineError::Decode(e) => ipa(
-            "InvalidImage",
-            500,
-            "The provided image is not valid for use",
-            format!("image {image_id}: {e}"),
-        ),
+        PipelineError::Inspection(e) => {
+            ipa(ErrorClass::InvalidImage, format!("image {image_id}: {e}"))
+        }
+        PipelineError::Decode(e) => ipa(ErrorClass::InvalidImage, format!("image {image_id}: {e}")),
         PipelineError::Target(e) => match e.downcast::<HardwareError>() {
             Ok(hw) => *hw,
             Err(other) => deployment_error(other.to_string()),

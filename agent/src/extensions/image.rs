@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use disk_layout::uefi_boot::{install_bootloader as install, BootloaderParams};
 use disk_layout::DiskTarget;
-use ironic_protocol::CommandError;
+use ironic_protocol::{CommandError, ErrorClass};
 use serde_json::{Map, Value};
 
 use crate::agent::Agent;
@@ -52,36 +52,20 @@ async fn install_bootloader(
     agent: Arc<Agent>,
     p: InstallBootloader,
 ) -> Result<CommandValue, CommandError> {
-    let params = p.params(&agent).map_err(|e| {
-        CommandError::new(
-            "InvalidCommandParamsError",
-            400,
-            "Invalid command parameters",
-            e,
-        )
-    })?;
+    let params = p
+        .params(&agent)
+        .map_err(|e| CommandError::new(ErrorClass::InvalidCommandParamsError, e))?;
     let outcome = tokio::task::spawn_blocking(move || {
         let node = agent.node().unwrap_or_default();
-        let device = agent.managers().get_os_install_device(&node).map_err(|e| {
-            super::hardware_error(
-                e,
-                "DeviceNotFound",
-                "Error finding the disk or partition device to deploy the image onto",
-            )
-        })?;
+        let device = agent
+            .managers()
+            .get_os_install_device(&node)
+            .map_err(|e| e.to_command_error(ErrorClass::DeviceNotFound))?;
         let disk = PathBuf::from(&device.name);
-        let target =
-            DiskTarget::open(&disk, agent.guard(), "install the boot loader on").map_err(|e| {
-                CommandError::new("DeploymentError", 500, "Deploy step failed", e.to_string())
-            })?;
-        install(&target, &params, agent.guard(), Path::new(EFIVARS)).map_err(|e| {
-            CommandError::new(
-                e.ipa_type(),
-                500,
-                "Failed to install a boot loader",
-                e.to_string(),
-            )
-        })
+        let target = DiskTarget::open(&disk, agent.guard(), "install the boot loader on")
+            .map_err(|e| CommandError::new(ErrorClass::DeploymentError, e.to_string()))?;
+        install(&target, &params, agent.guard(), Path::new(EFIVARS))
+            .map_err(|e| CommandError::new(e.ipa_class(), e.to_string()))
     })
     .await
     .map_err(|e| CommandError::execution_failed(e.to_string()))??;

@@ -9,7 +9,7 @@ mod rescue;
 mod service;
 mod standby;
 mod steps;
-pub(crate) mod system;
+mod system;
 
 use crate::commands::CommandDef;
 
@@ -26,18 +26,4 @@ pub fn all() -> Vec<(&'static str, Vec<CommandDef>)> {
         ("rescue", rescue::commands()),
         ("poll", poll::commands()),
     ]
-}
-
-/// A hardware-manager error as IPA reports it: its own class when it has one, else
-/// `fallback_kind` with `fallback_message`.
-pub(crate) fn hardware_error(
-    e: hardware_managers::HardwareError,
-    fallback_kind: &str,
-    fallback_message: &str,
-) -> ironic_protocol::CommandError {
-    let details = e.to_string();
-    match (e.ipa_type(), e.ipa_message()) {
-        (Some(t), Some(m)) => ironic_protocol::CommandError::new(t, e.ipa_code(), m, details),
-        _ => ironic_protocol::CommandError::new(fallback_kind, 500, fallback_message, details),
-    }
 }

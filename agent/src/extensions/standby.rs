@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ironic_protocol::CommandError;
+use ironic_protocol::{CommandError, ErrorClass, ImageInfo};
 use serde_json::Value;
 
 use crate::agent::Agent;
@@ -35,7 +35,7 @@ pub fn commands() -> Vec<CommandDef> {
 /// `prepare_image(image_info, configdrive=None)`.
 #[derive(Debug, serde::Deserialize)]
 pub struct PrepareImage {
-    image_info: serde_json::Map<String, Value>,
+    image_info: ImageInfo,
     #[serde(default)]
     configdrive: Option<Value>,
 }
@@ -43,18 +43,21 @@ pub struct PrepareImage {
 /// `cache_image(image_info, force=False)`: write the image ahead of `prepare_image`.
 #[derive(Debug, serde::Deserialize)]
 pub struct CacheImage {
-    image_info: serde_json::Map<String, Value>,
+    image_info: ImageInfo,
     #[serde(default)]
     force: bool,
 }
 
-/// IPA validates `image_info` before recording the command: a bad one is an HTTP 400.
-fn validate_image_info(agent: &Agent, info: &serde_json::Map<String, Value>) -> Result<(), String> {
+/// IPA validates `image_info` before recording the command: a bad one is an HTTP 400. Its
+/// structure was checked when the parameters were parsed; this is the md5-dependent rest.
+fn validate_image_info(agent: &Agent, info: &ImageInfo) -> Result<(), String> {
     let md5 = agent
         .lookup_config()
         .and_then(|l| l.agent_md5_checksum_enable)
         .unwrap_or(agent.config().options.md5_enabled);
-    image_pipeline::checksum::validate_image_info(&Value::Object(info.clone()), md5)
+    let image_id = image_pipeline::redact::redact_url(&info.id);
+    crate::deploy::checksum_spec(info, &image_id)
+        .validate(md5)
         .map_err(|e| e.to_string())
 }
 
@@ -72,17 +75,12 @@ impl Params for CacheImage {
 
 async fn write(
     agent: Arc<Agent>,
-    image_info: serde_json::Map<String, Value>,
+    image_info: ImageInfo,
     configdrive: Option<Value>,
     force: bool,
 ) -> Result<CommandValue, CommandError> {
     // IPA's backward compatibility: a configdrive inside image_info.
-    let configdrive = configdrive.or_else(|| {
-        image_info
-            .get("configdrive")
-            .filter(|v| !v.is_null())
-            .cloned()
-    });
+    let configdrive = configdrive.or_else(|| image_info.configdrive.clone());
     let runtime = tokio::runtime::Handle::current();
     let message = tokio::task::spawn_blocking(move || {
         prepare_image(
@@ -97,7 +95,7 @@ async fn write(
     })
     .await
     .map_err(|e| CommandError::execution_failed(e.to_string()))?
-    .map_err(|e| super::hardware_error(e, "DeploymentError", "Deploy step failed"))?;
+    .map_err(|e| e.to_command_error(ErrorClass::DeploymentError))?;
     Ok(CommandValue::Text(message))
 }
 
@@ -145,14 +143,7 @@ async fn shutdown(agent: Arc<Agent>, how: Shutdown) -> Result<CommandValue, Comm
     })
     .await
     .map_err(|e| CommandError::execution_failed(e.to_string()))
-    .and_then(|msg| {
-        Err(CommandError::new(
-            "SystemRebootError",
-            500,
-            "Failed to shut the system down",
-            msg,
-        ))
-    })
+    .and_then(|msg| Err(CommandError::new(ErrorClass::SystemRebootError, msg)))
 }
 
 /// The partition UUIDs recorded when an image was written; `{}` before that, as IPA answers.

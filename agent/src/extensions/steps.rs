@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use hardware_managers::{HardwareError, StepCall};
-use ironic_protocol::{CommandError, ManagerVersions, Node, StepKind};
+use ironic_protocol::{CommandError, ErrorClass, ManagerVersions, Node, StepKind};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -125,9 +125,7 @@ fn check_versions(current: &ManagerVersions, given: Option<Value>) -> Result<(),
     }
     tracing::warn!(agent = ?current, node = %given, "hardware manager versions differ from the conductor's");
     Err(CommandError::new(
-        "VersionMismatch",
-        409,
-        "Hardware managers version mismatch, reload agent with correct version",
+        ErrorClass::VersionMismatch,
         format!(
             "Current versions: {}, versions used by ironic: {given}",
             json!(current)
@@ -136,8 +134,8 @@ fn check_versions(current: &ManagerVersions, given: Option<Value>) -> Result<(),
 }
 
 fn step_error(kind: StepKind, step: &str, e: HardwareError) -> CommandError {
-    let mut error = super::hardware_error(e, kind.error_type(), kind.error_message());
-    if error.kind == kind.error_type() {
+    let mut error = e.to_command_error(kind.error_class());
+    if error.kind == kind.error_class() {
         error.details = format!(
             "Error performing {} step {step}: {}",
             kind.as_str(),
@@ -148,7 +146,7 @@ fn step_error(kind: StepKind, step: &str, e: HardwareError) -> CommandError {
 }
 
 fn internal(kind: StepKind, details: &str) -> CommandError {
-    CommandError::new(kind.error_type(), 500, kind.error_message(), details)
+    CommandError::new(kind.error_class(), details)
 }
 
 #[cfg(test)]
@@ -164,7 +162,7 @@ mod tests {
         assert!(check_versions(&current, Some(json!({"generic_hardware_manager": "1.2"}))).is_ok());
         let e =
             check_versions(&current, Some(json!({"generic_hardware_manager": "1.1"}))).unwrap_err();
-        assert_eq!(e.kind, "VersionMismatch");
+        assert_eq!(e.kind, ErrorClass::VersionMismatch);
         assert_eq!(e.code, 409);
         assert!(e.details.contains("1.1"));
     }
@@ -179,7 +177,7 @@ mod tests {
                 what: "VMware VMFS Partition (GPT)".into(),
             },
         );
-        assert_eq!(e.kind, "ProtectedDeviceError");
+        assert_eq!(e.kind, ErrorClass::ProtectedDeviceError);
         assert!(e
             .details
             .starts_with("Protected VMware VMFS Partition (GPT) located on device /dev/sdb1"));
@@ -188,7 +186,7 @@ mod tests {
             "x",
             HardwareError::io("opening /dev/loop7", std::io::Error::other("boom")),
         );
-        assert_eq!(e.kind, "DeploymentError");
+        assert_eq!(e.kind, ErrorClass::DeploymentError);
         assert_eq!(
             e.details,
             "Error performing deploy step x: opening /dev/loop7: boom"
@@ -198,6 +196,6 @@ mod tests {
             "nope",
             HardwareError::MethodNotFound("nope".into()),
         );
-        assert_eq!(e.kind, "HardwareManagerMethodNotFound");
+        assert_eq!(e.kind, ErrorClass::HardwareManagerMethodNotFound);
     }
 }

@@ -1,5 +1,6 @@
 //! Image checksums: the algorithms, a streaming hasher, and IPA's rules for finding the
-//! expected value in `image_info` (including checksum files behind a URL).
+//! expected value from what `image_info` says ([`ChecksumSpec`], including checksum files
+//! behind a URL).
 //!
 //! The rules follow ironic-python-agent (`standby.py`: `_validate_image_info`,
 //! `ImageDownload.__init__`, `_fetch_checksum`, `_get_algorithm_by_length`):
@@ -22,8 +23,6 @@
 mod file;
 
 pub use file::{image_file_name, parse_checksum_file};
-
-use serde_json::Value;
 
 /// A hash algorithm an image can be verified with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -313,81 +312,59 @@ pub fn is_checksum_url(value: &str) -> bool {
     value.starts_with("http://") || value.starts_with("https://")
 }
 
-fn str_field<'a>(info: &'a Value, key: &str) -> Option<&'a Value> {
-    info.get(key).filter(|v| !v.is_null())
+/// What the conductor said about an image's checksum: `image_info`'s `checksum`,
+/// `os_hash_algo` and `os_hash_value`, which the agent parsed (present values are non-empty,
+/// and the `os_hash` pair comes both or neither), with the image's id and first URL for
+/// messages and checksum files.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChecksumSpec {
+    /// `image_info.id`, already redacted for messages.
+    pub image_id: String,
+    /// The first of `image_info.urls`: its file name finds the image's line in a checksum
+    /// file.
+    pub first_url: String,
+    pub checksum: Option<String>,
+    pub os_hash_algo: Option<String>,
+    pub os_hash_value: Option<String>,
 }
 
-/// The checksum part of IPA's `_validate_image_info`, plus `id` and `urls`: fails with
-/// [`ChecksumError::InvalidParams`] (HTTP 400 in IPA) before anything is downloaded.
-pub fn validate_image_info(info: &Value, md5_enabled: bool) -> Result<(), ChecksumError> {
-    let invalid = |m: &str| Err(ChecksumError::InvalidParams(m.to_string()));
-    if !info.is_object() {
-        return invalid("Image info must be an object.");
-    }
-    for field in ["id", "urls"] {
-        if info.get(field).is_none() {
-            return invalid(&format!("Image is missing '{field}' field."));
+impl ChecksumSpec {
+    /// The md5-dependent half of IPA's `_validate_image_info`: some checksum must be usable,
+    /// or the command fails with [`ChecksumError::InvalidParams`] (HTTP 400 in IPA) before
+    /// anything is downloaded. A 32-character `checksum` is usable only with md5 enabled.
+    pub fn validate(&self, md5_enabled: bool) -> Result<(), ChecksumError> {
+        let checksum_usable = self
+            .checksum
+            .as_deref()
+            .is_some_and(|c| is_checksum_url(c) || c.len() > 32 || md5_enabled);
+        let os_hash = self.os_hash_algo.is_some() && self.os_hash_value.is_some();
+        if checksum_usable || os_hash {
+            Ok(())
+        } else {
+            Err(ChecksumError::InvalidParams(
+                "Image checksum is not available, either the 'checksum' field or the \
+                 'os_hash_algo' and 'os_hash_value' fields pair must be set for image \
+                 verification."
+                    .into(),
+            ))
         }
     }
-    match info.get("urls") {
-        Some(Value::Array(urls)) if !urls.is_empty() => {}
-        _ => return invalid("Image 'urls' must be a list with at least one element."),
-    }
-
-    let mut usable = false;
-    if let Some(checksum) = str_field(info, "checksum") {
-        match checksum.as_str() {
-            Some(c) if !c.is_empty() => {
-                if is_checksum_url(c) || c.len() > 32 || md5_enabled {
-                    usable = true;
-                }
-            }
-            _ => return invalid("Image 'checksum' must be a non-empty string."),
-        }
-    }
-    let algo = str_field(info, "os_hash_algo");
-    let value = str_field(info, "os_hash_value");
-    if algo.is_some() || value.is_some() {
-        if !matches!(algo.and_then(Value::as_str), Some(s) if !s.is_empty()) {
-            return invalid("Image 'os_hash_algo' must be a non-empty string.");
-        }
-        if !matches!(value.and_then(Value::as_str), Some(s) if !s.is_empty()) {
-            return invalid("Image 'os_hash_value' must be a non-empty string.");
-        }
-        usable = true;
-    }
-    if !usable {
-        return invalid(
-            "Image checksum is not available, either the 'checksum' field or the \
-             'os_hash_algo' and 'os_hash_value' fields pair must be set for image verification.",
-        );
-    }
-    Ok(())
 }
 
-/// Resolves the expected checksum of an image from its `image_info` (IPA's rules, see the
-/// module doc). `fetch` downloads a checksum file given its URL and returns its text, or an
-/// error message that names no secret; it is called only for URL values.
+/// Resolves the expected checksum of an image (IPA's rules, see the module doc). `fetch`
+/// downloads a checksum file given its URL and returns its text, or an error message that
+/// names no secret; it is called only for URL values.
 pub fn resolve_expected(
-    info: &Value,
+    spec: &ChecksumSpec,
     md5_enabled: bool,
     fetch: &mut dyn FnMut(&str) -> Result<String, ChecksumError>,
 ) -> Result<ExpectedChecksum, ChecksumError> {
-    validate_image_info(info, md5_enabled)?;
-    let image_id = match info.get("id") {
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
-        None => String::new(),
-    };
-    let file_name = info
-        .get("urls")
-        .and_then(|u| u.get(0))
-        .and_then(Value::as_str)
-        .map(image_file_name)
-        .unwrap_or_default();
-    let checksum = str_field(info, "checksum").and_then(Value::as_str);
-    let os_algo_name = str_field(info, "os_hash_algo").and_then(Value::as_str);
-    let os_value = str_field(info, "os_hash_value").and_then(Value::as_str);
+    spec.validate(md5_enabled)?;
+    let image_id = spec.image_id.clone();
+    let file_name = image_file_name(&spec.first_url);
+    let checksum = spec.checksum.as_deref();
+    let os_algo_name = spec.os_hash_algo.as_deref();
+    let os_value = spec.os_hash_value.as_deref();
 
     let mut lookup = |value: &str| -> Result<(String, ChecksumOrigin), ChecksumError> {
         if is_checksum_url(value) {

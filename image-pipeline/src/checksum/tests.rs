@@ -72,13 +72,17 @@ fn algorithm_by_length_follows_ipa() {
     ));
 }
 
-fn info(extra: Value) -> Value {
-    let mut v =
-        json!({"id": "img-9", "urls": ["http://127.0.0.1:1/images/disk.qcow2?temp_url_sig=s"]});
-    for (k, val) in extra.as_object().expect("object") {
-        v[k] = val.clone();
+/// The spec the agent makes of an `image_info` with these checksum fields (strings; null or
+/// missing is absent), for an image `img-9` at a temp URL.
+fn info(fields: Value) -> ChecksumSpec {
+    let text = |k: &str| fields.get(k).and_then(Value::as_str).map(str::to_string);
+    ChecksumSpec {
+        image_id: "img-9".into(),
+        first_url: "http://127.0.0.1:1/images/disk.qcow2?temp_url_sig=s".into(),
+        checksum: text("checksum"),
+        os_hash_algo: text("os_hash_algo"),
+        os_hash_value: text("os_hash_value"),
     }
-    v
 }
 
 fn no_fetch(url: &str) -> Result<String, ChecksumError> {
@@ -92,58 +96,35 @@ fn invalid(e: Result<(), ChecksumError>) -> String {
     }
 }
 
+/// The md5-dependent half of IPA's `_validate_image_info` (the structural half, with its
+/// messages, is `ironic_protocol::ImageInfo`'s parsing).
 #[test]
 fn validation_matches_ipa() {
-    assert_eq!(
-        invalid(validate_image_info(&json!({"urls": ["x"]}), true)),
-        "Image is missing 'id' field."
-    );
-    assert_eq!(
-        invalid(validate_image_info(&json!({"id": "a", "urls": []}), true)),
-        "Image 'urls' must be a list with at least one element."
-    );
-    assert_eq!(
-        invalid(validate_image_info(&info(json!({"checksum": ""})), true)),
-        "Image 'checksum' must be a non-empty string."
-    );
-    assert_eq!(
-        invalid(validate_image_info(&info(json!({"checksum": 5})), true)),
-        "Image 'checksum' must be a non-empty string."
-    );
-    assert_eq!(
-        invalid(validate_image_info(
-            &info(json!({"os_hash_value": SHA256_ABC})),
-            true
-        )),
-        "Image 'os_hash_algo' must be a non-empty string."
-    );
-    assert_eq!(
-        invalid(validate_image_info(
-            &info(json!({"os_hash_algo": "sha256"})),
-            true
-        )),
-        "Image 'os_hash_value' must be a non-empty string."
-    );
-    let none = invalid(validate_image_info(&info(json!({})), true));
+    let none = invalid(info(json!({})).validate(true));
     assert!(
         none.starts_with("Image checksum is not available"),
         "{none}"
     );
     // A 32-character checksum is usable only with md5 enabled.
-    assert!(validate_image_info(&info(json!({"checksum": MD5_ABC})), true).is_ok());
-    assert!(invalid(validate_image_info(
-        &info(json!({"checksum": MD5_ABC})),
-        false
-    ))
-    .starts_with("Image checksum is not available"));
-    assert!(validate_image_info(&info(json!({"checksum": SHA256_ABC})), false).is_ok());
-    assert!(validate_image_info(&info(json!({"checksum": "http://h/SUMS"})), false).is_ok());
-    // Null is "absent" (the conductor sends nulls).
-    assert!(validate_image_info(
-        &info(json!({"checksum": null, "os_hash_algo": "sha256", "os_hash_value": SHA256_ABC})),
-        false
-    )
-    .is_ok());
+    assert!(info(json!({"checksum": MD5_ABC})).validate(true).is_ok());
+    assert!(invalid(info(json!({"checksum": MD5_ABC})).validate(false))
+        .starts_with("Image checksum is not available"));
+    assert!(info(json!({"checksum": SHA256_ABC}))
+        .validate(false)
+        .is_ok());
+    assert!(info(json!({"checksum": "http://h/SUMS"}))
+        .validate(false)
+        .is_ok());
+    assert!(
+        info(json!({"os_hash_algo": "sha256", "os_hash_value": SHA256_ABC}))
+            .validate(false)
+            .is_ok()
+    );
+    // resolve_expected validates first.
+    assert!(
+        invalid(resolve_expected(&info(json!({})), false, &mut no_fetch).map(drop))
+            .starts_with("Image checksum is not available")
+    );
     assert_eq!(
         ChecksumError::InvalidParams(String::new()).status_code(),
         400

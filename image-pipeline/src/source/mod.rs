@@ -54,7 +54,7 @@ use bytes::Bytes;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::checksum::{ChecksumError, ExpectedChecksum};
+use crate::checksum::{ChecksumError, ChecksumSpec, ExpectedChecksum};
 use crate::redact::redact_url;
 use client::{Deadline, Failure, Http};
 use http::{Engine, Item, Shared};
@@ -274,7 +274,7 @@ async fn fetch_text_async(http: &Http, max_len: usize) -> Result<String, SourceE
 /// [`crate::checksum::resolve_expected`] with checksum files fetched over HTTP with the
 /// image's download settings. Blocks; not for use inside the runtime.
 pub fn resolve_expected_checksum(
-    image_info: &serde_json::Value,
+    spec: &ChecksumSpec,
     md5_enabled: bool,
     settings: &DownloadSettings,
     handle: &Handle,
@@ -285,7 +285,7 @@ pub fn resolve_expected_checksum(
             message: e.detail(),
         })
     };
-    crate::checksum::resolve_expected(image_info, md5_enabled, &mut fetch)
+    crate::checksum::resolve_expected(spec, md5_enabled, &mut fetch)
 }
 
 #[cfg(test)]

@@ -1,13 +1,9 @@
 //! How to download an image: URLs, timeouts, retries, proxies, credentials, TLS.
 
-use std::path::PathBuf;
-use std::time::Duration;
-
-use base64::Engine as _;
-use serde_json::Value;
-
 use super::SourceError;
 use crate::redact::redact_url;
+use std::path::PathBuf;
+use std::time::Duration;
 
 /// Proxy URLs by scheme of the target (`image_info.proxies`).
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -49,8 +45,8 @@ pub enum TlsMinVersion {
     V1_3,
 }
 
-/// Everything the HTTP source needs. [`DownloadSettings::new`] gives IPA's defaults;
-/// [`DownloadSettings::from_image_info`] reads what the conductor sends.
+/// Everything the HTTP source needs. [`DownloadSettings::new`] gives IPA's defaults; the
+/// agent fills in what the conductor's `image_info` and its own configuration say.
 #[derive(Clone)]
 pub struct DownloadSettings {
     /// For messages only (`image_info.id`).
@@ -152,92 +148,6 @@ impl DownloadSettings {
     pub fn with_max_duration_secs(mut self, secs: u64) -> DownloadSettings {
         self.max_duration = (secs > 0).then(|| Duration::from_secs(secs));
         self
-    }
-
-    /// Reads `id`, `urls`, `proxies`, `no_proxy`, `image_server_auth_strategy` +
-    /// `image_server_user` + `image_server_password`, and `image_request_authorization`
-    /// (base64 of the header value) from `image_info`. Timeouts, TLS and retries keep the
-    /// defaults of [`DownloadSettings::new`]; the agent sets them from its configuration.
-    pub fn from_image_info(info: &Value) -> Result<DownloadSettings, SourceError> {
-        let image_id = match info.get("id") {
-            Some(Value::String(s)) => s.clone(),
-            Some(v) if !v.is_null() => v.to_string(),
-            _ => return Err(SourceError::Setup("image_info has no 'id'".into())),
-        };
-        let urls: Vec<String> = match info.get("urls") {
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|u| {
-                    u.as_str().map(str::to_string).ok_or_else(|| {
-                        SourceError::Setup(format!("image {image_id}: 'urls' must hold strings"))
-                    })
-                })
-                .collect::<Result<_, _>>()?,
-            _ => {
-                return Err(SourceError::Setup(format!(
-                    "image {image_id}: 'urls' must be a list with at least one element"
-                )))
-            }
-        };
-        if urls.is_empty() {
-            return Err(SourceError::Setup(format!(
-                "image {image_id}: 'urls' must be a list with at least one element"
-            )));
-        }
-        let mut s = DownloadSettings::new(image_id, urls);
-
-        let text = |key: &str| {
-            info.get(key)
-                .and_then(Value::as_str)
-                .filter(|v| !v.is_empty())
-                .map(str::to_string)
-        };
-        if let Some(p) = info.get("proxies").and_then(Value::as_object) {
-            let get = |k: &str| {
-                p.get(k)
-                    .and_then(Value::as_str)
-                    .filter(|v| !v.is_empty())
-                    .map(str::to_string)
-            };
-            let proxies = Proxies {
-                http: get("http"),
-                https: get("https"),
-            };
-            if proxies.http.is_some() || proxies.https.is_some() {
-                s.proxies = Some(proxies);
-            }
-        }
-        s.no_proxy = text("no_proxy");
-
-        if let Some(encoded) = text("image_request_authorization") {
-            let raw = base64::engine::general_purpose::STANDARD
-                .decode(encoded.trim())
-                .map_err(|e| {
-                    SourceError::Setup(format!(
-                        "image {}: image_request_authorization is not valid base64: {e}",
-                        s.image_id
-                    ))
-                })?;
-            let header = String::from_utf8(raw).map_err(|_| {
-                SourceError::Setup(format!(
-                    "image {}: image_request_authorization is not UTF-8 text",
-                    s.image_id
-                ))
-            })?;
-            s.authorization = Some(header);
-        }
-        if info
-            .get("image_server_auth_strategy")
-            .and_then(Value::as_str)
-            == Some("http_basic")
-        {
-            s.basic_auth = Some(BasicAuth::checked(
-                &s.image_id,
-                text("image_server_user"),
-                text("image_server_password"),
-            )?);
-        }
-        Ok(s)
     }
 }
 

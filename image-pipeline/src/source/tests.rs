@@ -3,10 +3,9 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use serde_json::json;
 
 use super::*;
-use crate::checksum::{Algorithm, ChecksumError, Hasher};
+use crate::checksum::{Algorithm, ChecksumError, ChecksumSpec, Hasher};
 use crate::test_server::{Faults, TestServer};
 use crate::write_op::RangeRead;
 
@@ -482,12 +481,10 @@ fn basic_auth_is_sent() {
     let rt = runtime();
     let srv = TestServer::start().expect("server");
     srv.serve("/img", data(10, 18), Faults::none());
-    let info = json!({
-        "id": "img-1", "urls": [srv.url("/img")],
-        "image_server_auth_strategy": "http_basic",
-        "image_server_user": "alice", "image_server_password": "s3cret",
-    });
-    let s = DownloadSettings::from_image_info(&info).expect("settings");
+    let mut s = DownloadSettings::new("img-1", vec![srv.url("/img")]);
+    s.basic_auth = Some(
+        BasicAuth::checked("img-1", Some("alice".into()), Some("s3cret".into())).expect("auth"),
+    );
     let mut dl = start_download(s, rt.handle()).expect("start");
     collect(&mut dl).expect("download");
     let expected = format!(
@@ -503,11 +500,7 @@ fn basic_auth_is_sent() {
 
 #[test]
 fn missing_basic_auth_fields_are_rejected_like_ipa() {
-    let info = json!({
-        "id": "img-1", "urls": ["http://127.0.0.1/x"],
-        "image_server_auth_strategy": "http_basic", "image_server_user": "alice",
-    });
-    let e = DownloadSettings::from_image_info(&info).expect_err("must fail");
+    let e = BasicAuth::checked("img-1", Some("alice".into()), None).expect_err("must fail");
     assert!(
         e.to_string()
             .contains("Missing ['password'] fields from HTTP(S) basic auth config"),
@@ -521,13 +514,11 @@ fn supplied_authorization_is_sent_verbatim_and_wins() {
     let srv = TestServer::start().expect("server");
     srv.serve("/img", data(10, 19), Faults::none().drop_after(5, 1));
     let header = "Bearer gAAAAA.token-value==";
-    let info = json!({
-        "id": "img-1", "urls": [srv.url("/img")],
-        "image_request_authorization": base64::engine::general_purpose::STANDARD.encode(header),
-        "image_server_auth_strategy": "http_basic",
-        "image_server_user": "alice", "image_server_password": "s3cret",
-    });
-    let s = DownloadSettings::from_image_info(&info).expect("settings");
+    let mut s = DownloadSettings::new("img-1", vec![srv.url("/img")]);
+    s.authorization = Some(header.into());
+    s.basic_auth = Some(
+        BasicAuth::checked("img-1", Some("alice".into()), Some("s3cret".into())).expect("auth"),
+    );
     assert!(!format!("{s:?}").contains("token-value"));
     let mut dl = start_download(s, rt.handle()).expect("start");
     collect(&mut dl).expect("download");
@@ -546,13 +537,12 @@ fn http_proxy_is_used_for_http_urls() {
     // The image "lives" where nothing listens; only the proxy can serve it.
     let image_url = dead_url("/images/img.raw");
     proxy.serve("/images/img.raw", body.clone(), Faults::none());
-    let info = json!({
-        "id": "img-1", "urls": [image_url],
-        "proxies": {"http": proxy.url(""), "https": ""},
-        "no_proxy": "example.invalid",
+    let mut s = DownloadSettings::new("img-1", vec![image_url.clone()]);
+    s.proxies = Some(Proxies {
+        http: Some(proxy.url("")),
+        https: None,
     });
-    let s = DownloadSettings::from_image_info(&info).expect("settings");
-    assert_eq!(s.no_proxy.as_deref(), Some("example.invalid"));
+    s.no_proxy = Some("example.invalid".into());
     let mut dl = start_download(s, rt.handle()).expect("start");
     assert_eq!(collect(&mut dl).expect("download").0, body);
     let reqs = proxy.requests();
@@ -666,16 +656,16 @@ fn checksum_files_are_fetched_with_the_download_settings() {
         ),
         Faults::none().status(500, 1),
     );
-    let mut info = json!({
-        "id": "img-1", "urls": [srv.url("/img.raw?temp_url_sig=x")],
-        "checksum": srv.url("/SHA256SUMS"),
-        "image_server_auth_strategy": "http_basic",
-        "image_server_user": "alice", "image_server_password": "pw",
-    });
-    let s = settings(vec![srv.url("/img.raw")]);
-    let mut s2 = DownloadSettings::from_image_info(&info).expect("settings");
-    s2.retry_interval = s.retry_interval;
-    let expected = resolve_expected_checksum(&info, false, &s2, rt.handle()).expect("resolved");
+    let mut spec = ChecksumSpec {
+        image_id: "img-1".into(),
+        first_url: srv.url("/img.raw?temp_url_sig=x"),
+        checksum: Some(srv.url("/SHA256SUMS")),
+        ..ChecksumSpec::default()
+    };
+    let mut s2 = settings(vec![srv.url("/img.raw?temp_url_sig=x")]);
+    s2.basic_auth =
+        Some(BasicAuth::checked("img-1", Some("alice".into()), Some("pw".into())).expect("auth"));
+    let expected = resolve_expected_checksum(&spec, false, &s2, rt.handle()).expect("resolved");
     assert_eq!(expected.algorithm, Algorithm::Sha256);
     assert_eq!(expected.value, digest);
     let reqs = srv.requests_for("/SHA256SUMS");
@@ -685,8 +675,8 @@ fn checksum_files_are_fetched_with_the_download_settings() {
         .is_some_and(|a| a.starts_with("Basic ")));
 
     // A checksum file that is not there.
-    info["checksum"] = json!(srv.url("/MISSING?sig=zzz"));
-    let e = resolve_expected_checksum(&info, false, &s2, rt.handle()).expect_err("missing");
+    spec.checksum = Some(srv.url("/MISSING?sig=zzz"));
+    let e = resolve_expected_checksum(&spec, false, &s2, rt.handle()).expect_err("missing");
     let msg = e.to_string();
     assert!(matches!(e, ChecksumError::Fetch { .. }), "{e:?}");
     assert!(msg.contains("404") && msg.contains("/MISSING"), "{msg}");
