@@ -13,6 +13,8 @@ use blockdev::DeviceGuard;
 use hardware_managers::generic::{GenericHardwareManager, GenericOptions};
 use hardware_managers::{HardwareManager, Managers};
 use ironic_protocol::{ApiVersion, LookupResponse};
+// IPA's marker of a finalised rescue: a restarted agent must not serve again.
+use ramdisk_contract::paths::RESCUED_MARKER;
 
 use crate::agent::{AfterStop, Agent};
 use crate::commands::{CommandDef, Executor};
@@ -21,9 +23,6 @@ use crate::config::{Config, Protocol, TlsVersion};
 use crate::logging::LogBuffer;
 use crate::plugins::{ManagerContext, ManagerFactory};
 use crate::{api, extensions, inspection, lockdown, tls};
-
-/// Marker IPA leaves once rescue is finalised; a restarted agent must not serve again.
-const RESCUED_MARKER: &str = "/etc/.rescued";
 
 /// The assembled agent: its shared state and the commands the API runs on it.
 #[derive(Clone)]

@@ -3,9 +3,9 @@
 
 use blockdev::DeviceGuard;
 
-/// The ramdisk's init (`ironic-agent-init`) never restarts an agent that left this file: a
-/// locked-down machine must stay unreachable even if the agent later dies.
-const LOCKDOWN_MARKER: &str = "/run/ironic-agent/lockdown";
+// The ramdisk's init (`ironic-agent-init`) never restarts an agent that left this file: a
+// locked-down machine must stay unreachable even if the agent later dies.
+use ramdisk_contract::paths::LOCKDOWN_MARKER;
 
 /// Marks the agent locked down for the init and sets every interface but loopback down.
 /// Outside a ramdisk only logs: the agent must not cut a developer's machine off the network.
@@ -80,8 +80,8 @@ mod tests {
         leave_marker(&marker).unwrap();
         let init = include_str!("../../initramfs/src/main.rs");
         assert!(
-            init.contains(&format!("\"{LOCKDOWN_MARKER}\"")),
-            "the init reads another path"
+            init.contains("LOCKDOWN_MARKER") && init.contains("ramdisk_contract::paths::"),
+            "the init reads another path than the contract's"
         );
     }
 }

@@ -63,9 +63,6 @@ use blockdev::DeviceGuard;
 
 use crate::{HardwareError, HardwareManager, StepCall, SupportLevel};
 
-/// Where the agent looks for manifests unless told otherwise.
-pub const DEFAULT_DIR: &str = "/etc/ironic-agent/managers.d";
-
 const DEFAULT_STEP_TIMEOUT: f64 = 3600.0;
 const DEFAULT_DETECT_TIMEOUT: f64 = 30.0;
 const DEFAULT_MAX_OUTPUT: usize = 1 << 20;

@@ -21,12 +21,9 @@ use crate::cpio::{Archive, Node};
 use crate::elf;
 use crate::kernel::Kernel;
 
-/// Where the agent goes in the ramdisk.
-pub const AGENT_PATH: &str = "/usr/bin/ironic-agent";
-/// The documented place for external hardware managers.
-pub const MANAGERS_DIR: &str = "/etc/ironic-agent/managers.d";
-/// IPA's config file location, which the agent reads.
-pub const AGENT_CONFIG_PATH: &str = "/etc/ironic-python-agent.conf";
+use ramdisk_contract::paths::{
+    AGENT as AGENT_PATH, AGENT_CONFIG as AGENT_CONFIG_PATH, BUILD_INFO, INIT_CONFIG, MANAGERS_DIR,
+};
 
 /// What was built, for the manifest and the summary.
 #[derive(Debug, Clone)]
@@ -318,11 +315,7 @@ pub fn build(inputs: &Inputs) -> Result<Report> {
         rescue_command: config.agent.rescue_command.clone(),
         dhcp,
     };
-    a.file(
-        ironic_agent_init::config::PATH,
-        0o644,
-        init_conf.render().into_bytes(),
-    )?;
+    a.file(INIT_CONFIG, 0o644, init_conf.render().into_bytes())?;
     if let Some(c) = &config.agent.config {
         a.file(AGENT_CONFIG_PATH, 0o644, read(c, "the agent config")?)?;
     }
@@ -416,11 +409,7 @@ pub fn build(inputs: &Inputs) -> Result<Report> {
     report.modules = infos.iter().map(|m| m.name.clone()).collect();
     report.modules.sort();
     let build_info = build_info(&report, config);
-    a.file(
-        "/etc/ironic-agent/build-info",
-        0o644,
-        build_info.into_bytes(),
-    )?;
+    a.file(BUILD_INFO, 0o644, build_info.into_bytes())?;
     report.archive_entries = a.len();
 
     let mut cpio = Vec::with_capacity(a.data_len() as usize + (1 << 20));

@@ -6,32 +6,7 @@
 /// `key=value` and bare `flag` words of a kernel command line, in order. Double quotes group
 /// a value with spaces (`foo="a b"`), as the kernel's own parser does.
 pub fn parse(cmdline: &str) -> Vec<(String, Option<String>)> {
-    let mut words = Vec::new();
-    let mut cur = String::new();
-    let mut in_quotes = false;
-    let mut any = false;
-    for c in cmdline.chars() {
-        match c {
-            '"' => {
-                in_quotes = !in_quotes;
-                any = true;
-            }
-            c if c.is_whitespace() && !in_quotes => {
-                if any {
-                    words.push(std::mem::take(&mut cur));
-                    any = false;
-                }
-            }
-            c => {
-                cur.push(c);
-                any = true;
-            }
-        }
-    }
-    if any {
-        words.push(cur);
-    }
-    words
+    ramdisk_contract::cmdline::words(cmdline)
         .into_iter()
         .map(|w| match w.split_once('=') {
             Some((k, v)) => (k.to_string(), Some(v.to_string())),

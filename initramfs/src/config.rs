@@ -14,7 +14,7 @@
 //! parser out of PID 1.
 
 /// Where the builder writes the file in the ramdisk.
-pub const PATH: &str = "/etc/ironic-agent/init.conf";
+pub use ramdisk_contract::paths::INIT_CONFIG as PATH;
 
 /// Which NICs get DHCP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +53,7 @@ pub struct InitConfig {
 impl Default for InitConfig {
     fn default() -> Self {
         InitConfig {
-            agent: "/usr/bin/ironic-agent".into(),
+            agent: ramdisk_contract::paths::AGENT.into(),
             agent_args: Vec::new(),
             load_modules: Vec::new(),
             rescue_command: Vec::new(),

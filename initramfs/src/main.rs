@@ -24,10 +24,7 @@ use nix::mount::{mount, MsFlags};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-const RESCUED_MARKER: &str = "/etc/.rescued";
-const RESCUE_PASSWORD: &str = "/etc/ipa-rescue-config/ipa-rescue-password";
-/// Left by the agent after `system.lockdown`: never restart it then.
-const LOCKDOWN_MARKER: &str = "/run/ironic-agent/lockdown";
+use ramdisk_contract::paths::{LOCKDOWN_MARKER, RESCUED_MARKER, RESCUE_PASSWORD};
 const PATH_ENV: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const DEFAULT_HOSTNAME: &str = "ironic-agent";
 /// How long the agent start waits for a lease before starting anyway (the agent retries

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 /// `ipa-global-request-id="req 1"` survives; the quotes themselves are removed.
 pub fn parse(cmdline: &str) -> BTreeMap<String, String> {
     let mut params = BTreeMap::new();
-    for token in tokens(cmdline) {
+    for token in ramdisk_contract::cmdline::words(cmdline) {
         if let Some((key, value)) = token.split_once('=') {
             if !key.is_empty() {
                 params.insert(key.to_string(), value.to_string());
@@ -16,37 +16,6 @@ pub fn parse(cmdline: &str) -> BTreeMap<String, String> {
         }
     }
     params
-}
-
-/// Splits on whitespace outside double quotes and drops the quotes, like the kernel's
-/// `next_arg`.
-fn tokens(cmdline: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut current = String::new();
-    let mut in_quotes = false;
-    let mut started = false;
-    for c in cmdline.chars() {
-        match c {
-            '"' => {
-                in_quotes = !in_quotes;
-                started = true;
-            }
-            c if c.is_whitespace() && !in_quotes => {
-                if started {
-                    out.push(std::mem::take(&mut current));
-                    started = false;
-                }
-            }
-            c => {
-                current.push(c);
-                started = true;
-            }
-        }
-    }
-    if started {
-        out.push(current);
-    }
-    out
 }
 
 #[cfg(test)]

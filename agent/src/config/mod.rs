@@ -109,7 +109,7 @@ impl Config {
             managers_dir: matches
                 .get_one::<PathBuf>("managers-dir")
                 .cloned()
-                .unwrap_or_else(|| PathBuf::from(hardware_managers::external::DEFAULT_DIR)),
+                .unwrap_or_else(|| PathBuf::from(ramdisk_contract::paths::MANAGERS_DIR)),
         })
     }
 }
@@ -195,7 +195,7 @@ pub fn command() -> clap::Command {
                 .help(format!(
                     "Directory of external hardware manager manifests (*.toml, *.json) \
                      [default: {}]",
-                    hardware_managers::external::DEFAULT_DIR
+                    ramdisk_contract::paths::MANAGERS_DIR
                 )),
         )
         .arg(

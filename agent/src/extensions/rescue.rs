@@ -1,6 +1,6 @@
 //! The `rescue` extension: hand the machine to the rescue user.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ironic_protocol::CommandError;
@@ -9,8 +9,7 @@ use serde::Deserialize;
 use crate::agent::{AfterStop, Agent};
 use crate::commands::{CommandDef, CommandValue, Mode, Params};
 
-const PASSWORD_FILE: &str = "/etc/ipa-rescue-config/ipa-rescue-password";
-const RESCUED_MARKER: &str = "/etc/.rescued";
+use ramdisk_contract::paths::{RESCUED_MARKER, RESCUE_PASSWORD as PASSWORD_FILE};
 
 pub fn commands() -> Vec<CommandDef> {
     vec![CommandDef::new(
@@ -57,7 +56,16 @@ async fn finalize_rescue(
     } else {
         let dir = &agent.config().state_dir;
         tracing::warn!(dir = %dir.display(), "not in a ramdisk: writing rescue files to the state directory");
-        (dir.join("ipa-rescue-password"), dir.join(".rescued"))
+        let name = |p: &str| {
+            Path::new(p)
+                .file_name()
+                .map(PathBuf::from)
+                .unwrap_or_default()
+        };
+        (
+            dir.join(name(PASSWORD_FILE)),
+            dir.join(name(RESCUED_MARKER)),
+        )
     };
     if let Some(parent) = password_file.parent() {
         std::fs::create_dir_all(parent)
