@@ -39,7 +39,7 @@ declare -A PACKAGE_OF=(
   [xz]=xz-utils
   [genisoimage]=genisoimage
   [sha256sum]=coreutils
-  # The erase VM test's dd (hardware-managers/tests/qemu_erase.rs); QEMU, the musl target and
+  # The erase VM test's dd (flash-card-agent/tests/qemu_erase.rs); QEMU, the musl target and
   # the kernel package come from setup-ramdisk.sh.
   [busybox]=busybox-static
 )

@@ -3,7 +3,7 @@
 //! This file only holds state: the start-up sequence that builds an [`Agent`] and runs it is
 //! [`crate::lifecycle`]. What the conductor gives the agent over its life (the token, the
 //! node, the lookup settings) and what deploy commands record for later ones (the image on
-//! the disk, its partition UUIDs) is one [`Session`] behind one lock, so a reader never sees a
+//! the disk, its partition UUIDs) is one `Session` behind one lock, so a reader never sees a
 //! half-applied lookup.
 
 use std::sync::{Arc, Mutex, MutexGuard, Weak};

@@ -42,7 +42,7 @@ pub struct ServerIdentity {
 const AUTO_TLS_DAYS: i64 = 30;
 
 /// Generates IPA's auto-TLS identity: an EC key and a self-signed certificate with
-/// CN=<hostname> and the advertise IP as its subject alternative name (the conductor checks
+/// `CN=<hostname>` and the advertise IP as its subject alternative name (the conductor checks
 /// the IP against the callback URL), valid from `now - clock_skew` for 30 days. Certificate
 /// and key are written to `state_dir` (`agent.crt`, `agent.key`, mode 0600).
 pub fn auto_tls(

@@ -5,6 +5,8 @@
 //! least `min_gb` GiB of memory. Everything else (inventory, disks, the generic erase steps)
 //! still comes from the built-in managers, because dispatch falls through to them.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 
 use hardware_managers::{HardwareError, HardwareManager, StepCall, SupportLevel};

@@ -11,10 +11,12 @@
 //! missing fields keep their defaults. A file that does not parse stops the agent at start-up:
 //! cleaning with a half-understood card list would be worse.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use hardware_managers::flash_card::{FlashCardConfig, FlashCardManager};
+use flash_card_agent::{FlashCardConfig, FlashCardManager};
 
 const DEFAULT_CONFIG: &str = "/etc/ironic-agent/flash-card.json";
 
@@ -46,7 +48,7 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hardware_managers::flash_card::{CardErase, PciFormat};
+    use flash_card_agent::{CardErase, PciFormat};
 
     #[test]
     fn configuration_file_or_defaults() {

@@ -417,14 +417,15 @@ fn detect(cmd: &[PathBuf], timeout: Duration, level: u32) -> Result<SupportLevel
 
 /// What a finished command left.
 #[derive(Debug)]
-pub(crate) struct Output {
-    pub(crate) status: ExitStatus,
-    pub(crate) stdout: Vec<u8>,
-    pub(crate) stderr_tail: String,
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr_tail: String,
 }
 
+/// Why [`run`] has no output to give.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum RunError {
+pub enum RunError {
     #[error("cannot run it: {0}")]
     Spawn(std::io::Error),
     #[error("did not finish within {0:.1} s and was killed")]
@@ -436,8 +437,9 @@ pub(crate) enum RunError {
 }
 
 /// Runs `cmd` in its own process group, feeding `input` on stdin, capturing stdout (at most
-/// `max_output` bytes) and the tail of stderr, and killing the group on timeout.
-pub(crate) fn run(
+/// `max_output` bytes) and the tail of stderr, and killing the group on timeout. For managers
+/// that drive a vendor tool, as external managers drive their commands.
+pub fn run(
     cmd: &[PathBuf],
     input: Option<&[u8]>,
     env: &[(&str, &str)],

@@ -15,7 +15,6 @@ pub mod argsinfo;
 mod dispatch;
 mod error;
 pub mod external;
-pub mod flash_card;
 pub mod generic;
 mod manager;
 

@@ -88,7 +88,7 @@ pub struct InventoryRequest {
 ///   [`HardwareManager::erase_block_device`] for them and answer `Incompatible` for the
 ///   rest: the generic `erase_devices` hands every disk to the best `erase_block_device`,
 ///   so yours erases your devices and the generic one all others (see
-///   `hardware_managers::flash_card` for a complete example).
+///   `flash-card-agent/` for a complete example).
 /// * A manager may assume the agent has looked up its node (the `StepCall` carries it) and
 ///   that only one step runs at a time. It must not assume it runs in a ramdisk: destructive
 ///   work on a device must first pass the [`blockdev::DeviceGuard`] it was given.

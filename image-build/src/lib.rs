@@ -5,6 +5,8 @@
 //! managers; an iPXE script; a checksum manifest. One TOML file describes a ramdisk (see
 //! `image-build/examples/`).
 
+#![forbid(unsafe_code)]
+
 pub mod build;
 pub mod config;
 pub mod cpio;

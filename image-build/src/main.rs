@@ -1,5 +1,7 @@
 //! `ironic-agent-build --config ramdisk.toml --output out/`: see the crate documentation.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;

@@ -8,6 +8,8 @@
 //! first MiB back until everything else is on disk and verified. Every URL that reaches a
 //! log line or an error message goes through [`redact`].
 
+#![forbid(unsafe_code)]
+
 pub mod buffer_pool;
 pub mod checksum;
 pub mod decoder;

@@ -16,7 +16,6 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::ops::Range;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
 
@@ -461,16 +460,10 @@ impl DiskWriter {
                 }
             }
         } else {
-            // SAFETY: fallocate on our own descriptor with a valid range.
-            let r = unsafe {
-                nix::libc::fallocate(
-                    self.buffered.as_raw_fd(),
-                    nix::libc::FALLOC_FL_ZERO_RANGE | nix::libc::FALLOC_FL_KEEP_SIZE,
-                    start as i64,
-                    len as i64,
-                )
-            };
-            if r == 0 {
+            use nix::fcntl::{fallocate, FallocateFlags};
+            let zero_range =
+                FallocateFlags::FALLOC_FL_ZERO_RANGE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+            if fallocate(&self.buffered, zero_range, start as i64, len as i64).is_ok() {
                 return Ok(());
             }
         }

@@ -1,5 +1,6 @@
-//! The first program of the `ironic-agent` ramdisk, and the formats it shares with the
-//! builder (`ironic-agent-build`).
+//! `ironic-agent-init`, the ramdisk's PID 1 (this directory, `initramfs/`, is the program
+//! that runs *inside* the initramfs; the archive itself is written by `image-build`), and
+//! the formats it shares with the builder (`ironic-agent-build`).
 //!
 //! The init (`src/main.rs`, PID 1) mounts the kernel filesystems, loads the kernel modules
 //! the machine's devices ask for (udev-style, from `modules.alias`), brings the NICs up and

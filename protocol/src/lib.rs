@@ -5,6 +5,8 @@
 //! bodies captured from a real Ironic (`fixtures/`). Behaviour lives elsewhere: this crate only
 //! says what goes over the wire.
 
+#![forbid(unsafe_code)]
+
 mod api_version;
 mod command;
 mod error_class;

@@ -87,6 +87,25 @@ fn no_json_crosses_into_the_image_pipeline() {
     );
 }
 
+/// The workspace's lints (every `unsafe` block documented) bind every crate, new ones too.
+#[test]
+fn every_crate_takes_the_workspace_lints() {
+    for m in all_members() {
+        let text = std::fs::read_to_string(m.dir.join("Cargo.toml")).unwrap();
+        let manifest: toml::Table = text.parse().unwrap();
+        let inherits = manifest
+            .get("lints")
+            .and_then(|l| l.get("workspace"))
+            .and_then(|w| w.as_bool());
+        assert_eq!(
+            inherits,
+            Some(true),
+            "{}: add `[lints] workspace = true` to its Cargo.toml",
+            m.package
+        );
+    }
+}
+
 /// Every `nix::ioctl_*!` whose request is of type 0x12 (`<linux/fs.h>`'s block requests)
 /// must be in `blockdev/src/ioctl.rs`.
 #[test]

@@ -1,5 +1,5 @@
 //! `FlashCardManager`: secure erase of PCIe flash accelerator cards between tenants, the
-//! seed operator's plug-in.
+//! seed operator's plug-in; the crate's binary is the stock agent with it compiled in.
 //!
 //! I/O servers carry flash cards whose contents the generic overwrite cannot be trusted to
 //! remove (over-provisioned NAND, remapped blocks): such a card has to be erased by its own
@@ -15,7 +15,7 @@
 //!   vendor can drive (the LSI/Seagate Nytro WarpDrive family, PCI `1000:007e`, SSS6200
 //!   controller: BLP4-400/800/1600, BFH6/BFH8, XP6209/6210/6302 by subsystem ID);
 //! * or by NVMe Sanitize / Format NVM through the admin passthrough (see
-//!   [`crate::generic::erase::nvme`]), for NVMe flash cards (PCI class `010802`).
+//!   [`hardware_managers::generic::erase::nvme`]), for NVMe flash cards (PCI class `010802`).
 //!
 //! Either way the erase must prove itself: before it, markers are written at sampled
 //! positions across the card (and read back); after it, none may be left. A card that cannot
@@ -42,6 +42,8 @@
 //! A card that exposes several block devices is erased once per device, serialised per card:
 //! each erase of the card proves itself on the device being erased.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -51,11 +53,10 @@ use ironic_protocol::Node;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::generic::block_devices::Disk;
-use crate::generic::erase::{hardware_erase, nvme, Attempt, Expect, Refusal};
 use blockdev::DeviceGuard;
-
-use crate::{HardwareError, HardwareManager, SupportLevel};
+use hardware_managers::generic::block_devices::Disk;
+use hardware_managers::generic::erase::{hardware_erase, nvme, Attempt, Expect, Refusal};
+use hardware_managers::{HardwareError, HardwareManager, SupportLevel};
 
 /// Which PCI functions a card model covers; unset fields match anything.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -418,7 +419,7 @@ fn run_tool_command(
     cmd.extend(args.iter().map(PathBuf::from));
     let shown = format!("{} {}", tool.path.display(), args.join(" "));
     tracing::info!(command = %shown, "running the card's vendor tool");
-    let out = crate::external::run(&cmd, None, &[], timeout, 1 << 20)
+    let out = hardware_managers::external::run(&cmd, None, &[], timeout, 1 << 20)
         .map_err(|e| format!("`{shown}` {e}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {

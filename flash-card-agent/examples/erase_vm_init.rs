@@ -21,9 +21,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use blockdev::DeviceGuard;
-use hardware_managers::flash_card::{
-    CardErase, CardModel, FlashCardConfig, FlashCardManager, PciMatch,
-};
+use flash_card_agent::{CardErase, CardModel, FlashCardConfig, FlashCardManager, PciMatch};
 use hardware_managers::generic::erase::{ata, nvme, sg};
 use hardware_managers::generic::{GenericHardwareManager, GenericOptions};
 use hardware_managers::{HardwareManager, Managers, StepCall};

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use blockdev::DeviceGuard;
-use hardware_managers::flash_card::{FlashCardConfig, FlashCardManager, VendorTool};
+use flash_card_agent::{FlashCardConfig, FlashCardManager, VendorTool};
 use hardware_managers::generic::{GenericHardwareManager, GenericOptions};
 use hardware_managers::{HardwareError, HardwareManager, Managers, StepCall, SupportLevel};
 use ironic_protocol::Node;
@@ -362,7 +362,7 @@ fn a_missing_tool_or_unknown_card_fails_before_writing() {
     let machine = Machine::new(true);
     machine.mode("ok");
     let tool = VendorTool {
-        pci_format: hardware_managers::flash_card::PciFormat::Sysfs,
+        pci_format: flash_card_agent::PciFormat::Sysfs,
         ..machine.tool()
     };
     let before = machine.data("sdb");

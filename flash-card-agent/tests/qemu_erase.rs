@@ -156,7 +156,8 @@ fn build_init() -> PathBuf {
             "--target",
             "x86_64-unknown-linux-musl",
             "-p",
-            "hardware-managers",
+            "flash-card-agent",
+            "--no-default-features",
             "--example",
             "erase_vm_init",
         ])
@@ -347,7 +348,8 @@ fn first_nonzero(path: &Path) -> Option<u64> {
 }
 
 fn save_fixture(name: &str, hex: &str) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/generic/erase/fixtures");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../hardware-managers/src/generic/erase/fixtures");
     std::fs::create_dir_all(&dir).unwrap();
     // 64 hex digits (32 bytes) per line.
     let text: String = hex
