@@ -54,8 +54,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use blockdev::DeviceGuard;
-use hardware_managers::generic::block_devices::Disk;
-use hardware_managers::generic::erase::{hardware_erase, nvme, Attempt, Expect, Refusal};
+use hardware_managers::generic::erase::{
+    hardware_erase, nvme, Attempt, EraseError, Expect, Refusal, Stage,
+};
+use hardware_managers::Disk;
 use hardware_managers::{HardwareError, HardwareManager, SupportLevel};
 
 /// Which PCI functions a card model covers; unset fields match anything.
@@ -311,7 +313,12 @@ impl FlashCardManager {
             CardErase::Nvme => {
                 let file = match std::fs::File::open(&disk.path) {
                     Ok(f) => f,
-                    Err(e) => return Attempt::Failed(format!("opening {device}: {e}")),
+                    Err(e) => {
+                        return Attempt::Failed(EraseError::at(
+                            Stage::Plan,
+                            format!("opening {device}: {e}"),
+                        ))
+                    }
                 };
                 let t = nvme::NvmeDevice::new(&file);
                 let siblings = nvme::sibling_namespaces(self.sys(), &disk.kname);
@@ -560,13 +567,11 @@ impl HardwareManager for FlashCardManager {
                 r.insert("pci".into(), json!(card.function));
                 Ok(Value::Object(r))
             }
-            Attempt::Unsupported(why) | Attempt::Failed(why) => {
-                Err(HardwareError::BlockDeviceErase(format!(
-                    "Secure erase of flash card {} failed, the card may still hold tenant \
-                     data: {why}",
-                    describe()
-                )))
-            }
+            other => Err(HardwareError::BlockDeviceErase(format!(
+                "Secure erase of flash card {} failed, the card may still hold tenant data: {}",
+                describe(),
+                other.reason().unwrap_or_default()
+            ))),
         }
     }
 }

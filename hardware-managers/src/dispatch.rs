@@ -6,7 +6,7 @@ use ironic_protocol::{
 };
 use serde_json::Value;
 
-use crate::generic::block_devices::Disk;
+use crate::Disk;
 use crate::{Dispatch, HardwareError, HardwareManager, StepCall, SupportLevel};
 
 /// The loaded managers, best support first, and IPA's dispatch rules over them.

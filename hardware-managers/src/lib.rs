@@ -12,12 +12,14 @@
 //! wipe the workstation.
 
 pub mod argsinfo;
+mod disk;
 mod dispatch;
 mod error;
 pub mod external;
 pub mod generic;
 mod manager;
 
+pub use disk::{Disk, DiskRegion, Partition};
 pub use dispatch::Managers;
 pub use error::HardwareError;
 pub use manager::{Dispatch, HardwareManager, InventoryRequest, StepCall, SupportLevel};

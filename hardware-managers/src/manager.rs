@@ -3,7 +3,7 @@ use std::time::Duration;
 use ironic_protocol::{BlockDevice, Interface, Inventory, Node, Step, StepKind};
 use serde_json::{Map, Value};
 
-use crate::generic::block_devices::Disk;
+use crate::Disk;
 use crate::HardwareError;
 
 /// How well a manager supports the machine it runs on; higher wins. IPA's values, so that

@@ -20,10 +20,10 @@ use std::os::unix::fs::FileExt;
 use ironic_protocol::Node;
 use serde_json::{json, Map, Value};
 
-use super::block_devices::{Disk, DiskRegion};
 use super::options::GenericOptions;
 use super::protected;
 use crate::HardwareError;
+use crate::{Disk, DiskRegion};
 use blockdev::partition_table::PartitionTables;
 use blockdev::region::{merge, Extent, Region};
 use blockdev::signatures::{self, Signature, LINUX_RAID_MEMBER};

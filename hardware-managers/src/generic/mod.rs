@@ -20,8 +20,9 @@ use serde_json::Value;
 
 use blockdev::DeviceGuard;
 
+use crate::Disk;
 use crate::{HardwareError, HardwareManager, StepCall, SupportLevel};
-use block_devices::{BlockScanner, Disk};
+use block_devices::BlockScanner;
 pub use options::GenericOptions;
 
 /// IPA's `GenericHardwareManager`, under the same name and version so that a conductor that

@@ -17,8 +17,8 @@ use std::path::PathBuf;
 
 use ironic_protocol::Node;
 
-use super::block_devices::Disk;
 use super::options::GenericOptions;
+use crate::Disk;
 use crate::HardwareError;
 use blockdev::partition_table::{Guid, PartitionTables};
 use blockdev::region::{ReadAt, Region};
@@ -133,7 +133,7 @@ pub(crate) fn check_disk<R: ReadAt + ?Sized>(source: &R, disk: &Disk) -> Result<
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::generic::block_devices::Partition;
+    use crate::Partition;
     use blockdev::fixtures::write_gfs2;
     use blockdev::fixtures::{write_gpt, LINUX_FS};
     use serde_json::json;

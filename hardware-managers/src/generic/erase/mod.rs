@@ -51,16 +51,16 @@ use std::time::Duration;
 use ironic_protocol::Node;
 use serde_json::{json, Map, Value};
 
-use super::block_devices::{Disk, DiskRegion};
 use super::options::GenericOptions;
 use super::{metadata_erase, protected};
 use crate::HardwareError;
+use crate::{Disk, DiskRegion};
 use blockdev::partition_table::PartitionTables;
 use blockdev::region::Region;
 use blockdev::signatures::{self, LINUX_RAID_MEMBER};
 use blockdev::{rescan, DeviceGuard, WritableDisk};
 
-pub use outcome::{Attempt, Refusal};
+pub use outcome::{Attempt, EraseError, Refusal, Stage};
 pub use settings::EraseSettings;
 use settings::ACTION;
 pub use verify::Expect;
@@ -196,34 +196,34 @@ pub fn hardware_erase<P>(
     let plan = match plan() {
         Ok(p) => p,
         Err(Refusal::Unsupported(why)) => return Attempt::Unsupported(why),
-        Err(Refusal::Failed(why)) => return Attempt::Failed(why),
+        Err(Refusal::Failed(why)) => return Attempt::Failed(EraseError::at(Stage::Plan, why)),
     };
     if let Err(e) = flush_disk(disk) {
-        return Attempt::Failed(e);
+        return Attempt::Failed(EraseError::at(Stage::Flush, e));
     }
     let markers = match WritableDisk::open(&disk.path, guard, ACTION)
         .map_err(|e| e.to_string())
         .and_then(|target| verify::Markers::plant(target).map_err(|e| e.to_string()))
     {
         Ok(m) => m,
-        Err(e) => return Attempt::Failed(format!("writing the verification markers: {e}")),
+        Err(e) => return Attempt::Failed(EraseError::at(Stage::Markers, e)),
     };
     let mut report = match run(&plan) {
         Ok(r) => r,
-        Err(e) => return Attempt::Failed(e),
+        Err(e) => return Attempt::Failed(EraseError::at(Stage::Run, e)),
     };
     if let Err(e) = flush_disk(disk) {
-        return Attempt::Failed(e);
+        return Attempt::Failed(EraseError::at(Stage::Flush, e));
     }
     match markers.check(expect(&plan)) {
         Ok(v) => {
             report.insert("verification".into(), v);
             if let Err(e) = forget_partitions(disk) {
-                return Attempt::Failed(e);
+                return Attempt::Failed(EraseError::at(Stage::Rescan, e));
             }
             Attempt::Done(report)
         }
-        Err(e) => Attempt::Failed(e),
+        Err(e) => Attempt::Failed(EraseError::at(Stage::Verify, e)),
     }
 }
 
@@ -252,7 +252,7 @@ struct Trail {
     /// `{method, reason}` of each method not used.
     not_used: Vec<Value>,
     /// The error of a secure erase that was supported but failed.
-    secure_error: Option<String>,
+    secure_error: Option<EraseError>,
 }
 
 impl Trail {
@@ -271,10 +271,10 @@ impl Trail {
         match attempt {
             Attempt::Done(r) => return Some(r),
             Attempt::Unsupported(why) => self.note(device, method, why),
-            Attempt::Failed(why) => {
-                tracing::warn!(device, method, error = %why, "secure erase failed");
-                self.note(device, method, format!("failed: {why}"));
-                self.secure_error = Some(why);
+            Attempt::Failed(e) => {
+                tracing::warn!(device, method, stage = ?e.stage, error = %e, "secure erase failed");
+                self.note(device, method, format!("failed: {e}"));
+                self.secure_error = Some(e);
             }
         }
         None
@@ -285,7 +285,7 @@ impl Trail {
             report.insert("methods_not_used".into(), Value::Array(self.not_used));
         }
         if let Some(e) = self.secure_error {
-            report.insert("secure_erase_error".into(), json!(e));
+            report.insert("secure_erase_error".into(), json!(e.to_string()));
         }
         Value::Object(report)
     }
@@ -334,7 +334,10 @@ pub fn erase_disk(
                 );
                 return Ok(trail.finish(r));
             }
-            Attempt::Unsupported(why) | Attempt::Failed(why) => trail.note(&name, "discard", why),
+            other => {
+                let why = other.reason().unwrap_or_default();
+                trail.note(&name, "discard", why)
+            }
         }
     }
     if let Some(e) = &trail.secure_error {
@@ -453,7 +456,8 @@ pub(crate) fn erase_devices_express(
                     report.insert(name, Value::Object(r));
                     continue;
                 }
-                Attempt::Unsupported(why) | Attempt::Failed(why) => {
+                other => {
+                    let why = other.reason().unwrap_or_default();
                     tracing::warn!(device = name, error = %why,
                         "NVMe secure erase not possible, erasing the metadata");
                     secure_error = Some(why);
@@ -769,7 +773,7 @@ mod tests {
         assert_eq!(m2.calls(), ["ata", "scsi", "discard"]);
         // A discard that fails verification falls through to the overwrite.
         let m3 = Script {
-            discard: Attempt::Failed("verification failed".into()),
+            discard: Attempt::Failed(EraseError::at(Stage::Verify, "verification failed")),
             ..Script::new()
         };
         let r = erase_disk(
@@ -783,7 +787,7 @@ mod tests {
 
     #[test]
     fn failed_secure_erase_stops_unless_fallback_is_allowed() {
-        let frozen = || Attempt::Failed("/dev/sda is security-frozen".into());
+        let frozen = || Attempt::Failed(EraseError::at(Stage::Plan, "/dev/sda is security-frozen"));
         let m = Script {
             ata: frozen(),
             ..Script::new()
@@ -814,7 +818,7 @@ mod tests {
         assert_eq!(r["secure_erase_error"], "/dev/sda is security-frozen");
         // Discard, when enabled, comes before the decision.
         let m = Script {
-            nvme: Attempt::Failed("Format NVM failed".into()),
+            nvme: Attempt::Failed(EraseError::at(Stage::Run, "Format NVM failed")),
             discard: done("discard"),
             ..Script::new()
         };
@@ -882,7 +886,10 @@ mod tests {
             |_| Ok(Map::new()),
         );
         match a {
-            Attempt::Failed(why) => assert!(why.contains("still hold the data"), "{why}"),
+            Attempt::Failed(e) => {
+                assert_eq!(e.stage, Stage::Verify);
+                assert!(e.reason.contains("still hold the data"), "{e}");
+            }
             other => panic!("{other:?}"),
         }
         // Refusals write nothing.
@@ -906,7 +913,13 @@ mod tests {
             |_| unreachable!(),
         );
         match a {
-            Attempt::Failed(why) => assert!(why.contains("--allow-device"), "{why}"),
+            Attempt::Failed(e) => {
+                assert_eq!(e.stage, Stage::Markers);
+                assert!(e
+                    .to_string()
+                    .starts_with("writing the verification markers: "));
+                assert!(e.reason.contains("--allow-device"), "{e}");
+            }
             other => panic!("{other:?}"),
         }
         assert_eq!(std::fs::read(&d.path).unwrap(), before);

@@ -19,7 +19,7 @@ use serde_json::{json, Map, Value};
 
 use super::io::{open_direct, read_uncached, AlignedBuf, DiskWriter, ALIGN};
 use super::EraseSettings;
-use crate::generic::block_devices::Disk;
+use crate::Disk;
 use blockdev::{rescan, DeviceGuard, WritableDisk};
 
 /// Bytes per write: large enough to stream at the device's speed.
