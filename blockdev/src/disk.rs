@@ -53,31 +53,13 @@ impl WritableDisk {
     /// Opens `path` for reading and writing after the guard allowed `action` on it.
     pub fn open(path: &Path, guard: &DeviceGuard, action: &str) -> Result<Self, OpenError> {
         guard.check(path, action)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(|source| OpenError::Io {
-                context: "opening",
-                path: path.to_path_buf(),
-                source,
-            })?;
-        Self::from_open(file, path.to_path_buf())
+        Self::from_open(open_read_write(path)?, path.to_path_buf())
     }
 
     /// Opens a regular file as a disk: an image file, or a disk in a test. Refuses block
     /// devices, which only [`WritableDisk::open`] opens.
     pub fn open_file(path: &Path) -> Result<Self, OpenError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(|source| OpenError::Io {
-                context: "opening",
-                path: path.to_path_buf(),
-                source,
-            })?;
-        Self::from_file(file, path)
+        Self::from_file(open_read_write(path)?, path)
     }
 
     /// An already opened regular file (opened for reading and writing). Refuses block
@@ -172,6 +154,18 @@ impl WritableDisk {
     pub fn is_block_device(&self) -> bool {
         self.is_block_device
     }
+}
+
+fn open_read_write(path: &Path) -> Result<File, OpenError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|source| OpenError::Io {
+            context: "opening",
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 fn identity(meta: &std::fs::Metadata) -> (u64, u64) {
