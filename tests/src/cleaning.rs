@@ -101,7 +101,16 @@ pub struct CleaningTimes {
 /// Enrolls the node, `manage`, `provide` (automated cleaning), boots the agent and waits
 /// for `verdict` (`available`, or `clean failed` when failure is expected).
 pub fn run_automated_cleaning(h: &mut Harness, verdict: &str) -> Result<(Node, CleaningTimes)> {
-    h.enroll_node(&NodeSpec::default())?;
+    run_automated_cleaning_of(h, &NodeSpec::default(), verdict)
+}
+
+/// [`run_automated_cleaning`] of a node enrolled as `spec`.
+pub fn run_automated_cleaning_of(
+    h: &mut Harness,
+    spec: &NodeSpec,
+    verdict: &str,
+) -> Result<(Node, CleaningTimes)> {
+    h.enroll_node(spec)?;
     h.provision(Provision::Manage)?;
     h.wait_for("manageable", Duration::from_secs(30))?;
     let t = std::time::Instant::now();
@@ -259,5 +268,63 @@ pub fn verify_zeroed(h: &Harness, index: usize) -> Result<()> {
         "disk {index} checked: all {} bytes zero",
         after.len()
     ));
+    Ok(())
+}
+
+/// The conductor's record of `step`'s result (its debug line "clean command status for node
+/// ... on step {'step': '<step>' ...}: {...}", the agent's answer as Ironic parsed it) lists
+/// `device` as skipped because of `properties.skip_block_devices`.
+pub fn verify_skip_reported(h: &Harness, step: &str, device: &str) -> Result<()> {
+    let log = h.ironic_log();
+    let line = log
+        .lines()
+        .rfind(|l| {
+            l.contains("clean command status for node")
+                && l.contains(&format!("on step {{'step': '{step}'"))
+                && l.contains("'command_status': 'SUCCEEDED'")
+        })
+        .with_context(|| format!("the Ironic log has no successful command status of {step}"))?;
+    let key = format!("'{device}': {{");
+    let at = line
+        .find(&key)
+        .with_context(|| format!("{step}'s result does not mention {device}: {line}"))?;
+    // The device's entry: up to the brace that closes it (the matching hint is nested).
+    let entry = &line[at + key.len()..];
+    let mut depth = 1;
+    let end = entry
+        .char_indices()
+        .find_map(|(i, c)| {
+            match c {
+                '{' => depth += 1,
+                '}' => depth -= 1,
+                _ => {}
+            }
+            (depth == 0).then_some(i)
+        })
+        .unwrap_or(entry.len());
+    let entry = &entry[..end];
+    ensure!(
+        entry.contains("'skipped': 'listed in properties.skip_block_devices'")
+            && entry.contains("'skip_block_devices': {"),
+        "{step}'s result does not say {device} was skipped for the skip list: {{{entry}}}"
+    );
+    h.progress(&format!(
+        "{step}: {device} reported skipped (skip_block_devices)"
+    ));
+    Ok(())
+}
+
+/// The disk's bytes are exactly `before`.
+pub fn verify_unchanged(h: &Harness, index: usize, before: &[u8]) -> Result<()> {
+    let after = h.disk(index).read_all()?;
+    let changed = regions::changes_outside(before, &after, &[]);
+    if !changed.is_empty() {
+        bail!(
+            "disk {index} ({}) was modified although it is in skip_block_devices:\n{}",
+            h.disk(index).device().display(),
+            regions::describe(&changed, 10)
+        );
+    }
+    h.progress(&format!("disk {index} checked: byte for byte unchanged"));
     Ok(())
 }

@@ -83,6 +83,8 @@ pub struct NodeSpec {
     pub cpu_arch: String,
     /// `properties.root_device`: root device hints, e.g. `{"name": "/dev/loop7"}`.
     pub root_device: Option<Value>,
+    /// `properties.skip_block_devices`: hints of disks no step may erase or deploy onto.
+    pub skip_block_devices: Option<Value>,
     /// `properties.capabilities`, e.g. `boot_mode:uefi` (without it the agent lays out
     /// partition images for the boot mode it runs in, as IPA does).
     pub capabilities: Option<String>,
@@ -97,6 +99,7 @@ impl Default for NodeSpec {
             local_gb: 1,
             cpu_arch: "x86_64".into(),
             root_device: None,
+            skip_block_devices: None,
             capabilities: None,
         }
     }
@@ -124,6 +127,9 @@ impl NodeSpec {
         });
         if let Some(hints) = &self.root_device {
             v["properties"]["root_device"] = hints.clone();
+        }
+        if let Some(list) = &self.skip_block_devices {
+            v["properties"]["skip_block_devices"] = list.clone();
         }
         if let Some(caps) = &self.capabilities {
             v["properties"]["capabilities"] = json!(caps);

@@ -21,7 +21,7 @@ use ironic_protocol::Node;
 use serde_json::{json, Map, Value};
 
 use super::options::GenericOptions;
-use super::protected;
+use super::{protected, skip_list};
 use crate::HardwareError;
 use crate::{Disk, DiskRegion};
 use blockdev::partition_table::PartitionTables;
@@ -44,7 +44,7 @@ pub(crate) fn erase_devices_metadata(
 ) -> Result<Value, HardwareError> {
     let mut report = Map::new();
     let mut writable = Vec::new();
-    for d in disks {
+    for d in skip_list::apply(node, disks, &mut report)? {
         let skip = if d.virtual_media {
             Some("virtual media device")
         } else if d.read_only {

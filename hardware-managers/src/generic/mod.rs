@@ -10,6 +10,7 @@ mod network;
 mod options;
 mod protected;
 pub mod root_device;
+mod skip_list;
 pub mod smbios;
 mod system_facts;
 

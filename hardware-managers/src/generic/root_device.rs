@@ -24,7 +24,7 @@
 //!   considered: software RAID is not supported yet.
 
 use std::cmp::Ordering;
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use ironic_protocol::{BlockDevice, Node};
 use serde_json::{Map, Value};
@@ -90,6 +90,8 @@ pub enum HintError {
     },
     #[error("root device hints must be an object, got {0}")]
     NotAnObject(String),
+    #[error("skip_block_devices must be a list of hint objects, got {0}")]
+    NotAList(String),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -581,19 +583,22 @@ fn as_hint_map(v: &Value) -> Result<&Map<String, Value>, HintError> {
         .ok_or_else(|| HintError::NotAnObject(v.to_string()))
 }
 
-/// Names of the devices that `properties.skip_block_devices` excludes. Entries naming a RAID
-/// volume (`volume_name`) are for RAID handling and ignored here, as in IPA.
+/// The devices that `properties.skip_block_devices` excludes, each with the first entry of
+/// the list that matched it. Entries naming a RAID volume (`volume_name`) are for RAID
+/// handling and ignored here, as in IPA. A list that is not a list of hint objects is an
+/// error rather than an empty list: the operator meant to protect something.
 pub fn skipped_devices(
     node: &Node,
     devices: &[BlockDevice],
-) -> Result<BTreeSet<String>, HintError> {
-    let mut skipped = BTreeSet::new();
-    let Some(list) = node
-        .properties()
-        .and_then(|p| p.get("skip_block_devices"))
-        .and_then(Value::as_array)
-    else {
+) -> Result<BTreeMap<String, Value>, HintError> {
+    let mut skipped = BTreeMap::new();
+    let Some(list) = node.properties().and_then(|p| p.get("skip_block_devices")) else {
         return Ok(skipped);
+    };
+    let list = match list {
+        Value::Null => return Ok(skipped),
+        Value::Array(a) => a,
+        other => return Err(HintError::NotAList(other.to_string())),
     };
     for entry in list {
         let hints = as_hint_map(entry)?;
@@ -602,8 +607,9 @@ pub fn skipped_devices(
         }
         let parsed = RootDeviceHints::parse(hints)?;
         for dev in parsed.find(devices)? {
-            if skipped.insert(dev.name.clone()) {
+            if !skipped.contains_key(&dev.name) {
                 tracing::warn!(device = dev.name, hint = %entry, "skipping device listed in skip_block_devices");
+                skipped.insert(dev.name.clone(), entry.clone());
             }
         }
     }
@@ -622,7 +628,7 @@ pub fn select_root_device(
     })?;
     let mut devices: Vec<BlockDevice> = devices
         .into_iter()
-        .filter(|d| !skipped.contains(&d.name))
+        .filter(|d| !skipped.contains_key(&d.name))
         .collect();
     let Some(raw) = node_hints(node) else {
         return guess_root_disk(&mut devices);

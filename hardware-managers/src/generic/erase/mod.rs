@@ -2,7 +2,8 @@
 //! (hardware erase where it is fast, metadata elsewhere), with IPA's method order and knobs.
 //!
 //! # `erase_devices`
-//! Every disk passes the checks first (allowed by the guard, not virtual media, not a RAID
+//! Every disk passes the checks first (not in the node's `skip_block_devices`, see
+//! [`super::skip_list`]; allowed by the guard, not virtual media, not a RAID
 //! member, not read-only unless `agent_erase_skip_read_only`, no shared cluster filesystem),
 //! so a refusal leaves every disk untouched. Then each disk is handed, on its own thread (at
 //! most `disk_erasure_concurrency` at once), to the best manager's
@@ -52,7 +53,7 @@ use ironic_protocol::Node;
 use serde_json::{json, Map, Value};
 
 use super::options::GenericOptions;
-use super::{metadata_erase, protected};
+use super::{metadata_erase, protected, skip_list};
 use crate::HardwareError;
 use crate::{Disk, DiskRegion};
 use blockdev::partition_table::PartitionTables;
@@ -354,7 +355,8 @@ pub fn erase_disk(
 }
 
 /// The checks of both erase steps, on every disk before anything is written; returns the
-/// disks to erase and records the skipped ones in `report`. `read_only_fails`: a read-only
+/// disks to erase and records the skipped ones (first the node's `skip_block_devices`) in
+/// `report`. `read_only_fails`: a read-only
 /// disk fails the step unless the node allows skipping it (`erase_devices`); otherwise it is
 /// skipped (`erase_devices_express`, like IPA's `_list_erasable_devices`).
 fn erasable<'a>(
@@ -367,7 +369,7 @@ fn erasable<'a>(
     report: &mut Map<String, Value>,
 ) -> Result<Vec<&'a Disk>, HardwareError> {
     let mut candidates = Vec::new();
-    for disk in disks {
+    for disk in skip_list::apply(node, disks, report)? {
         let name = disk.path.display().to_string();
         if disk.virtual_media {
             tracing::info!(device = name, "skipping erase of virtual media device");
@@ -853,8 +855,68 @@ mod tests {
         std::fs::write(&path, vec![0x5au8; len]).unwrap();
         let mut d = disk(len as u64, &[]);
         d.kname = kname.into();
+        d.info.name = path.display().to_string();
         d.path = path;
         d
+    }
+
+    #[test]
+    fn skip_listed_disks_are_never_erased_by_any_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = file_disk(dir.path(), "sda", 4 << 20);
+        let erased = file_disk(dir.path(), "sdb", 4 << 20);
+        let guard = DeviceGuard::new(true, vec![], dir.path());
+        let node: Node = serde_json::from_value(json!({"properties": {"skip_block_devices": [
+            {"name": kept.info.name}]}}))
+        .unwrap();
+        let disks = vec![kept.clone(), erased.clone()];
+        let options = GenericOptions::default();
+        let untouched = || {
+            let data = std::fs::read(&kept.path).unwrap();
+            assert!(
+                data.iter().all(|b| *b == 0x5a),
+                "the listed disk was written"
+            );
+        };
+        let skipped = |r: &Value| {
+            let why = r[kept.info.name.as_str()]["skipped"]
+                .as_str()
+                .unwrap_or_default();
+            assert_eq!(why, "listed in properties.skip_block_devices", "{r}");
+        };
+
+        let calls = StdMutex::new(Vec::new());
+        let r = erase_devices(&guard, &disks, &node, &options, &|d| {
+            calls.lock().unwrap().push(d.kname.clone());
+            Ok(json!({"method": "test"}))
+        })
+        .unwrap();
+        assert_eq!(*calls.lock().unwrap(), ["sdb"]);
+        skipped(&r);
+        untouched();
+
+        let r = erase_devices_express(&guard, &disks, &node, &options, &Script::new()).unwrap();
+        skipped(&r);
+        assert_eq!(r[erased.info.name.as_str()]["method"], "metadata");
+        untouched();
+
+        let r = metadata_erase::erase_devices_metadata(&guard, &disks, &node, &options).unwrap();
+        skipped(&r);
+        assert!(r[erased.info.name.as_str()]["zeroed"].is_array(), "{r}");
+        untouched();
+        let head = std::fs::read(&erased.path).unwrap();
+        assert!(head[..34 * 512].iter().all(|b| *b == 0));
+
+        // A protected (here: unparsable) list fails each step before anything is written.
+        std::fs::write(&erased.path, vec![0x5au8; 4 << 20]).unwrap();
+        let bad: Node =
+            serde_json::from_value(json!({"properties": {"skip_block_devices": "sda"}})).unwrap();
+        let no_erase = |_: &Disk| -> Result<Value, HardwareError> { unreachable!() };
+        assert!(erase_devices(&guard, &disks, &bad, &options, &no_erase).is_err());
+        assert!(erase_devices_express(&guard, &disks, &bad, &options, &Script::new()).is_err());
+        assert!(metadata_erase::erase_devices_metadata(&guard, &disks, &bad, &options).is_err());
+        let data = std::fs::read(&erased.path).unwrap();
+        assert!(data.iter().all(|b| *b == 0x5a));
     }
 
     #[test]
