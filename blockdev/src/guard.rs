@@ -150,10 +150,14 @@ impl DeviceGuard {
 }
 
 /// Whether this process runs in a ramdisk the agent owns: the root filesystem is an
-/// initramfs (`rootfs`, `tmpfs`, `ramfs`), or PID 1 is this very binary (the agent is init).
+/// initramfs (`rootfs`, `tmpfs`, `ramfs`) and the process is not in a container.
+///
+/// Being PID 1 proves nothing: the agent as a container's entrypoint is PID 1 of its PID
+/// namespace, and a `--privileged` container sees every disk of the host. Container
+/// runtimes mark their containers ([`in_container`]); a ramdisk has no such mark.
 pub fn running_in_ramdisk() -> bool {
-    root_is_ram_filesystem(&std::fs::read_to_string("/proc/self/mounts").unwrap_or_default())
-        || pid1_is_us()
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    root_is_ram_filesystem(&mounts) && !in_container(std::path::Path::new("/"))
 }
 
 fn root_is_ram_filesystem(mounts: &str) -> bool {
@@ -170,11 +174,18 @@ fn root_is_ram_filesystem(mounts: &str) -> bool {
         .is_some_and(|fstype| matches!(fstype, "rootfs" | "tmpfs" | "ramfs"))
 }
 
-fn pid1_is_us() -> bool {
-    match (std::fs::read_link("/proc/1/exe"), std::env::current_exe()) {
-        (Ok(init), Ok(me)) => init == me,
-        _ => false,
+/// The marks container runtimes leave, under `root`: Docker's `/.dockerenv`, Podman's
+/// `/run/.containerenv`, and the `container=` variable in PID 1's environment that
+/// systemd-nspawn, LXC, Podman and systemd's own convention set. Unreadable files count as
+/// no mark: the root-filesystem test still has to pass.
+fn in_container(root: &std::path::Path) -> bool {
+    if root.join(".dockerenv").exists() || root.join("run/.containerenv").exists() {
+        return true;
     }
+    std::fs::read(root.join("proc/1/environ"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .any(|var| var.starts_with(b"container="))
 }
 
 #[cfg(test)]
@@ -193,6 +204,24 @@ mod tests {
             "/dev/vda / ext4 rw 0 0\ntmpfs /run tmpfs rw 0 0\n"
         ));
         assert!(!root_is_ram_filesystem(""));
+    }
+
+    #[test]
+    fn container_marks_are_recognised() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("proc/1")).unwrap();
+        std::fs::create_dir_all(root.join("run")).unwrap();
+        std::fs::write(root.join("proc/1/environ"), b"HOME=/\0TERM=linux\0").unwrap();
+        assert!(!in_container(root));
+        std::fs::write(root.join("proc/1/environ"), b"HOME=/\0container=podman\0").unwrap();
+        assert!(in_container(root));
+        std::fs::write(root.join("proc/1/environ"), b"").unwrap();
+        std::fs::write(root.join("run/.containerenv"), b"").unwrap();
+        assert!(in_container(root));
+        std::fs::remove_file(root.join("run/.containerenv")).unwrap();
+        std::fs::write(root.join(".dockerenv"), b"").unwrap();
+        assert!(in_container(root));
     }
 
     #[test]
