@@ -189,6 +189,15 @@ impl Agent {
         self.session().cached_image_id = id;
     }
 
+    /// The disks no longer hold the image last written (a write began, or a step erased
+    /// them): `prepare_image` of that image must write it again, and its partition UUIDs
+    /// are stale.
+    pub fn forget_written_image(&self) {
+        let mut session = self.session();
+        session.cached_image_id = None;
+        session.partition_uuids = None;
+    }
+
     /// Called when an async command finishes: heartbeat early so the conductor notices.
     pub fn command_finished(&self, command: &str) {
         tracing::debug!(

@@ -311,19 +311,23 @@ pub fn plan(
     let mut start = MIB / ss;
     let mut partitions = Vec::new();
     for (i, (role, mb)) in sizes.iter().enumerate() {
+        // `mb` comes from the conductor's image_info (any u64): an overflow is a size that
+        // does not fit, never a wrapped small one.
         let last = if *role == Role::Root && *mb == 0 {
-            limit
+            Some(limit)
         } else {
-            start + mb * MIB / ss - 1
+            mb.checked_mul(MIB / ss)
+                .and_then(|sectors| start.checked_add(sectors))
+                .and_then(|end| end.checked_sub(1))
         };
-        if last > limit || last < start {
+        let Some(last) = last.filter(|l| *l <= limit && *l >= start) else {
             return Err(PartitionImageError::RootDoesNotFit {
                 device: device.to_string(),
                 root_mb: params.root_mb,
                 disk_mib: disk_len / MIB,
                 used_mib: start * ss / MIB,
             });
-        }
+        };
         partitions.push(PlannedPartition {
             role: *role,
             number: i as u32 + 1,
@@ -648,6 +652,17 @@ mod tests {
                 .contains("does not fit on /dev/sda (1024 MiB)"),
             "{err}"
         );
+        // Sizes whose byte count overflows u64 (and so wrapped to a small partition in a
+        // release build) are sizes that do not fit.
+        for huge in [
+            json!({"root_mb": (1u64 << 44) + 1}),
+            json!({"root_mb": u64::MAX}),
+            json!({"root_mb": 100, "swap_mb": u64::MAX / 2048 + 1}),
+        ] {
+            let p = params(huge.clone(), json!({}), false);
+            let err = super::plan(&p, "/dev/sda", 1 << 30, 512, None).unwrap_err();
+            assert!(err.to_string().contains("does not fit"), "{huge}: {err}");
+        }
         // Secure boot implies UEFI.
         let n = json!({"instance_info": {"capabilities": {"secure_boot": "true"}}});
         assert_eq!(node_boot_mode(&node(n), false), BootMode::Uefi);

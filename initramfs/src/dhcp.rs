@@ -291,9 +291,15 @@ impl Lease {
             server,
             routes,
             dns: ips(opt::DNS),
-            hostname: text(opt::HOSTNAME),
-            domain: text(opt::DOMAIN),
-            search: p.option(opt::SEARCH).map(parse_search).unwrap_or_default(),
+            hostname: text(opt::HOSTNAME).and_then(dns_name),
+            domain: text(opt::DOMAIN).and_then(dns_name),
+            search: p
+                .option(opt::SEARCH)
+                .map(parse_search)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(dns_name)
+                .collect(),
             mtu: p
                 .option(opt::MTU)
                 .filter(|d| d.len() == 2)
@@ -335,6 +341,19 @@ fn parse_classless(d: &[u8]) -> Option<Vec<Route>> {
         i += 5 + n;
     }
     Some(routes)
+}
+
+/// `name` if it is a plausible DNS name (letters, digits, `-`, `_`, `.`; at most 253
+/// bytes). The names go verbatim into `/etc/resolv.conf` and the hostname, so anything else
+/// a DHCP server on the shared provisioning network sends (a newline and a `nameserver`
+/// line, spaces adding search domains) is dropped.
+fn dns_name(name: String) -> Option<String> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    ok.then_some(name)
 }
 
 /// RFC 1035 names, with RFC 3397's compression pointers (within the option).
@@ -679,5 +698,36 @@ mod tests {
             ]
         );
         assert_eq!(l.search, vec!["example.com", "lab.example.com"]);
+    }
+
+    #[test]
+    fn names_that_would_inject_into_resolv_conf_are_dropped() {
+        let mut p = Packet::discover(1, MAC, 0);
+        p.op = 2;
+        p.yiaddr = Ipv4Addr::new(192, 168, 5, 9);
+        p.options = vec![
+            (
+                opt::DOMAIN,
+                b"lab.example\nnameserver 203.0.113.66".to_vec(),
+            ),
+            (opt::HOSTNAME, b"node 1".to_vec()),
+            (
+                opt::SEARCH,
+                vec![
+                    3, b'o', b'k', b'a', 0, 4, b'b', b'\n', b'a', b'd', 3, b'c', b'o', b'm', 0,
+                ],
+            ),
+        ];
+        let l = Lease::from_packet(&p).unwrap();
+        assert_eq!(l.domain, None);
+        assert_eq!(l.hostname, None);
+        assert_eq!(l.search, vec!["oka"]);
+        p.options = vec![
+            (opt::DOMAIN, b"lab.example.com".to_vec()),
+            (opt::HOSTNAME, b"node-1_a".to_vec()),
+        ];
+        let l = Lease::from_packet(&p).unwrap();
+        assert_eq!(l.domain.as_deref(), Some("lab.example.com"));
+        assert_eq!(l.hostname.as_deref(), Some("node-1_a"));
     }
 }

@@ -104,6 +104,9 @@ pub fn prepare_image(
     if already && !req.force {
         tracing::info!(image = %image_id, "image already written to the disk; not writing it again");
     } else {
+        // From here on the disk may hold anything but the image recorded before: a failed
+        // write must not let a retry of that image skip writing it (review L6).
+        agent.forget_written_image();
         let settings =
             download_settings(info, &image_id, &agent.config().options).map_err(source_error)?;
         let expected = resolve_expected_checksum(&checksum, md5_enabled, &settings, runtime)

@@ -93,6 +93,9 @@ pub async fn execute_step(
     let mut args = p.extra;
     args.extend(step_args.clone());
     tracing::info!(kind = kind.as_str(), step = %name, "executing step");
+    if may_change_disks(kind, &name) {
+        agent.forget_written_image();
+    }
     let (node, ports, step_name) = (p.node, p.ports, name.clone());
     let result = tokio::task::spawn_blocking(move || {
         managers.execute_step_checked(
@@ -110,6 +113,14 @@ pub async fn execute_step(
     out.insert(kind.result_key(), result);
     out.insert(kind.step_key(), p.step);
     Ok(CommandValue::Json(Value::Object(out)))
+}
+
+/// Whether a step may leave the disks without the image written before it: every clean and
+/// service step (erase, RAID, firmware: anything a manager adds) and the erase deploy steps.
+/// The deploy steps that write or build on the image (`write_image`, boot loader, file
+/// injection) keep the record.
+fn may_change_disks(kind: StepKind, name: &str) -> bool {
+    kind != StepKind::Deploy || name.starts_with("erase_") || name.ends_with("_configuration")
 }
 
 /// IPA's `check_versions`: no version given means a first run; any difference means the
@@ -152,6 +163,17 @@ fn internal(kind: StepKind, details: &str) -> CommandError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn steps_that_may_change_disks_forget_the_written_image() {
+        assert!(may_change_disks(StepKind::Clean, "erase_devices_metadata"));
+        assert!(may_change_disks(StepKind::Clean, "update_firmware"));
+        assert!(may_change_disks(StepKind::Service, "burnin_disk"));
+        assert!(may_change_disks(StepKind::Deploy, "erase_devices_metadata"));
+        assert!(may_change_disks(StepKind::Deploy, "apply_configuration"));
+        assert!(!may_change_disks(StepKind::Deploy, "write_image"));
+        assert!(!may_change_disks(StepKind::Deploy, "inject_files"));
+    }
 
     #[test]
     fn versions() {
