@@ -1,6 +1,7 @@
 //! A small HTTP/1.1 server for tests, with the faults an image download meets in the field:
 //! dropped connections, truncated bodies, trickling and stalling servers, error statuses,
-//! servers that ignore Range, files that change under the client. It also answers
+//! servers that ignore Range, files that change under the client, servers that answer Range
+//! requests with other bytes than the full download. It also answers
 //! absolute-form requests, so it can stand in for a proxy.
 //!
 //! Binds 127.0.0.1 (or a given address) on an ephemeral port; one thread per connection; every
@@ -49,6 +50,10 @@ pub struct Faults {
     pub no_validators: bool,
     /// Partial (206) responses carry this many bytes more than their Content-Range says.
     pub overlong_ranges: Option<u64>,
+    /// Partial (206) responses carry `.1` at file offset `.0` instead of the file's bytes
+    /// there, while full (200) responses stay genuine: a server or MITM that keeps the
+    /// checksummed download intact and forges what a client fetches by Range.
+    pub forge_ranges: Option<(u64, Bytes)>,
     /// Faults apply to GET requests only, and only GETs count as requests: a HEAD (Ironic's
     /// conductor checking the URL before a deploy) is answered as if there were no faults.
     pub get_only: bool,
@@ -106,6 +111,10 @@ impl Faults {
     }
     pub fn no_validators(mut self) -> Faults {
         self.no_validators = true;
+        self
+    }
+    pub fn forge_ranges(mut self, offset: u64, bytes: impl Into<Bytes>) -> Faults {
+        self.forge_ranges = Some((offset, bytes.into()));
         self
     }
     pub fn get_only(mut self) -> Faults {
@@ -621,6 +630,10 @@ fn handle(inner: &Inner, mut conn: impl Conn) -> std::io::Result<()> {
             }
             (Body::File(_), None) => return Ok(()),
         };
+        let forged = range
+            .and(f.forge_ranges.as_ref())
+            .and_then(|(offset, bytes)| forge(piece, at, *offset, bytes));
+        let piece = forged.as_deref().unwrap_or(piece);
         conn.write_all(piece)?;
         sent += want as u64;
         inner.body_bytes.fetch_add(want as u64, Ordering::SeqCst);
@@ -644,6 +657,20 @@ fn handle(inner: &Inner, mut conn: impl Conn) -> std::io::Result<()> {
     let mut sink = [0u8; 1024];
     let _ = tcp.read(&mut sink);
     Ok(())
+}
+
+/// `piece` (file offset `at`) with the bytes of `forgery` (file offset `offset`) laid over
+/// it, or `None` when they do not overlap.
+fn forge(piece: &[u8], at: u64, offset: u64, forgery: &[u8]) -> Option<Vec<u8>> {
+    let start = offset.max(at);
+    let end = (offset + forgery.len() as u64).min(at + piece.len() as u64);
+    if start >= end {
+        return None;
+    }
+    let mut out = piece.to_vec();
+    out[(start - at) as usize..(end - at) as usize]
+        .copy_from_slice(&forgery[(start - offset) as usize..(end - offset) as usize]);
+    Some(out)
 }
 
 /// A test CA and a server certificate for 127.0.0.1 issued by it.
