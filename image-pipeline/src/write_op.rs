@@ -44,7 +44,8 @@ pub struct SinkClosed;
 
 /// Random access to the image file, by byte range. Used only where streaming cannot work:
 /// reading a qcow2 header and tables before the stream, and fetching the few data clusters a
-/// qcow2 file stores before the table that maps them.
+/// qcow2 file stores before the table that maps them. What it returns is not covered by the
+/// image checksum: its users check it against the stream (see [`crate::decoder`]).
 pub trait RangeRead: Send {
     /// Exactly `len` bytes at `offset` of the image file, or an error.
     fn read_range(&mut self, offset: u64, len: u64) -> std::io::Result<Vec<u8>>;

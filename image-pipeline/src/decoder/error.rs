@@ -33,6 +33,27 @@ pub enum DecodeError {
         #[source]
         source: std::io::Error,
     },
+    /// Bytes read by a range request before the stream (the L1 table, the rest of the first
+    /// cluster) steered the decoding but differ from the same bytes in the checksummed stream.
+    #[error("the {what} fetched by a range request ({len} bytes at offset {offset:#x}) does not match the image stream at that offset: the image server returned inconsistent data (check the server and any proxy or cache in between)")]
+    RangeMismatch {
+        what: &'static str,
+        offset: u64,
+        len: u64,
+    },
     #[error(transparent)]
     SinkClosed(#[from] SinkClosed),
+}
+
+impl DecodeError {
+    /// True when the image server answered range requests with other bytes than the
+    /// checksummed stream: a failed integrity check (IPA's `ImageChecksumError`), not a bad
+    /// image.
+    pub fn is_inconsistent_source(&self) -> bool {
+        matches!(
+            self,
+            DecodeError::RangeMismatch { .. }
+                | DecodeError::Qcow2(Qcow2Error::RefetchMismatch { .. })
+        )
+    }
 }

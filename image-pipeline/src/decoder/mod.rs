@@ -4,9 +4,12 @@
 //!
 //! The pipeline runs one decoder on a dedicated thread: it calls [`Decoder::feed`] for every
 //! chunk of the file (the whole file from byte 0, head included), then [`Decoder::finish`]
-//! once the file's checksum has been verified. Only `finish` may read the file again, through
-//! [`RangeRead`], for what a single pass could not cover (qcow2 clusters stored before the
-//! table that maps them).
+//! once the file's checksum has been verified. Besides the stream, a decoder may read the
+//! file through [`RangeRead`] only when it is built (qcow2 tables) and in `finish` (qcow2
+//! clusters stored before the table that maps them). The checksum does not cover those
+//! reads: a decoder must check every byte it takes from them against the stream before the
+//! write completes (see [`crate::qcow2`]), or a server answering range requests with other
+//! bytes would put an unverified image on the disk.
 
 mod compressed;
 mod error;

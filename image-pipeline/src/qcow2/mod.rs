@@ -1,6 +1,28 @@
 //! Streaming qcow2 → raw, in one sequential pass over the file (the same pass that feeds the
 //! checksum), with bounded memory and no temporary copy of the image.
 //!
+//! # Hazard: bytes that did not come from the checksummed stream
+//!
+//! The checksum covers the stream, but the decoder also reads the file through [`RangeRead`]
+//! (separate HTTP Range requests): the L1 table before the stream starts (with 64 KiB
+//! clusters it lies beyond the 64 KiB head sniffed from the stream), the rest of the first
+//! cluster when header extensions run past the head, and in `finish` the data clusters the
+//! stream passed before knowing they were data. A server, cache or MITM that answers those
+//! requests with other bytes than the stream would steer the write (a forged L1 zeroes or
+//! remaps whole guest ranges, or has any cluster parsed as an L2 table) while the whole-file
+//! checksum still passes. So nothing fetched is trusted on its own:
+//!
+//! * the header and L1 bytes read before the stream are hashed (SHA-256) when fetched and
+//!   again as the same range streams past; [`Decoder::feed`] fails with
+//!   [`DecodeError::RangeMismatch`] at the chunk that completes a range that differs, before
+//!   decoding that chunk (a range the stream never completes fails in `finish`). For an image
+//!   written by `qemu-img convert` the L1 table follows the header within the first clusters,
+//!   so this happens before the first op; otherwise ops already sent are harmless, as the
+//!   sink writes the first MiB last and wipes it on failure;
+//! * data clusters re-read in `finish` are checked against digests taken from the stream
+//!   (below);
+//! * L2 tables are only ever read from the stream.
+//!
 //! # How
 //!
 //! Before the stream, [`Qcow2Decoder::new`] validates the header (see `header.rs`: backing
@@ -74,6 +96,8 @@ const FULL: u32 = u32::MAX;
 /// Largest single re-read in `finish`.
 const MAX_REFETCH: u64 = 8 << 20;
 const DIGEST_LEN: usize = 16;
+/// What a range read of the first cluster is called in errors.
+const HEADER: &str = "qcow2 header cluster";
 
 type ClusterDigest = [u8; DIGEST_LEN];
 
@@ -274,6 +298,8 @@ pub struct Qcow2Decoder {
     file_size: Option<u64>,
     limits: Limits,
 
+    /// Ranges read before the stream and not yet matched with it, in no particular order.
+    checks: Vec<StreamCheck>,
     /// L1 index ranges without an L2 table: zeroed on the first feed.
     l1_zero_runs: Vec<Range<u64>>,
     /// Host clusters of the header, the L1 table and the refcount table: never data, so
@@ -324,6 +350,53 @@ pub struct Qcow2Decoder {
     peak_window: usize,
 }
 
+/// Bytes read through [`RangeRead`] before the stream that decoding relies on, to be matched
+/// with the same range of the checksummed stream as it passes (see the module doc).
+struct StreamCheck {
+    what: &'static str,
+    range: Range<u64>,
+    fetched: [u8; 32],
+    streamed: Sha256,
+}
+
+impl StreamCheck {
+    fn new(what: &'static str, offset: u64, bytes: &[u8]) -> Self {
+        StreamCheck {
+            what,
+            range: offset..offset + bytes.len() as u64,
+            fetched: Sha256::digest(bytes).into(),
+            streamed: Sha256::new(),
+        }
+    }
+
+    /// Compares what streamed with what was fetched; a stream that ended inside the range
+    /// cannot match either.
+    fn verify(self) -> Result<(), DecodeError> {
+        if <[u8; 32]>::from(self.streamed.finalize()) == self.fetched {
+            return Ok(());
+        }
+        Err(DecodeError::RangeMismatch {
+            what: self.what,
+            offset: self.range.start,
+            len: self.range.end - self.range.start,
+        })
+    }
+}
+
+/// Reads `len` bytes at `offset` before the stream and records them in `checks`, so that
+/// the stream later vouches for them.
+fn fetch_checked(
+    fetch: &mut dyn RangeRead,
+    what: &'static str,
+    offset: u64,
+    len: u64,
+    checks: &mut Vec<StreamCheck>,
+) -> Result<Vec<u8>, DecodeError> {
+    let bytes = fetch_exact(fetch, offset, len)?;
+    checks.push(StreamCheck::new(what, offset, &bytes));
+    Ok(bytes)
+}
+
 fn fetch_exact(fetch: &mut dyn RangeRead, offset: u64, len: u64) -> Result<Vec<u8>, DecodeError> {
     let bytes = fetch
         .read_range(offset, len)
@@ -347,19 +420,22 @@ fn fetch_exact(fetch: &mut dyn RangeRead, offset: u64, len: u64) -> Result<Vec<u
 }
 
 impl Qcow2Decoder {
-    /// Validates the header in `head` (the first bytes of the file; more of the first cluster
-    /// is read through `fetch` if needed) and reads the L1 table. `file_size`, when known,
-    /// lets offsets past the end be refused here rather than at the end of the stream.
+    /// Validates the header in `head` (the first bytes of the file, exactly as they will be
+    /// fed; more of the first cluster is read through `fetch` if needed) and reads the L1
+    /// table. `file_size`, when known, lets offsets past the end be refused here rather than
+    /// at the end of the stream. What `fetch` returns is trusted only until the same bytes
+    /// stream past: [`Decoder::feed`] fails if they differ.
     pub fn new(
         head: &[u8],
         file_size: Option<u64>,
         fetch: &mut dyn RangeRead,
         limits: &Limits,
     ) -> Result<Self, DecodeError> {
+        let mut checks = Vec::new();
         let mut buf = Cow::Borrowed(head);
         if buf.len() < 4096 && file_size.is_none_or(|s| s > buf.len() as u64) {
             let want = file_size.map_or(4096, |s| s.min(4096));
-            match fetch_exact(fetch, 0, want) {
+            match fetch_checked(fetch, HEADER, 0, want, &mut checks) {
                 Ok(b) => buf = Cow::Owned(b),
                 // The file may really be that short; the header checks say if it is enough.
                 Err(_) if file_size.is_none() => {}
@@ -369,7 +445,7 @@ impl Qcow2Decoder {
         let h = header::parse(&buf, file_size, limits)?;
         if header::extensions_need_more(&h, &buf) {
             let want = file_size.map_or(h.cluster_size(), |s| s.min(h.cluster_size()));
-            buf = Cow::Owned(fetch_exact(fetch, 0, want)?);
+            buf = Cow::Owned(fetch_checked(fetch, HEADER, 0, want, &mut checks)?);
         }
         header::check_extensions(&h, &buf)?;
         if h.dirty {
@@ -385,7 +461,13 @@ impl Qcow2Decoder {
         let l1 = if l1_end <= buf.len() as u64 {
             Cow::Borrowed(&buf[h.l1_table_offset as usize..l1_end as usize])
         } else {
-            Cow::Owned(fetch_exact(fetch, h.l1_table_offset, l1_len)?)
+            Cow::Owned(fetch_checked(
+                fetch,
+                "qcow2 L1 table",
+                h.l1_table_offset,
+                l1_len,
+                &mut checks,
+            )?)
         };
         let mut l1_zero_runs: Vec<Range<u64>> = Vec::new();
         let mut l2_tables = Vec::new();
@@ -463,6 +545,7 @@ impl Qcow2Decoder {
             guest_clusters: h.guest_clusters(),
             file_size,
             limits: limits.clone(),
+            checks,
             l1_zero_runs,
             metadata,
             started: false,
@@ -553,6 +636,31 @@ impl Qcow2Decoder {
     fn digest_of(&self, cluster: u64) -> Option<&ClusterDigest> {
         let i = self.digests.binary_search_by_key(&cluster, |d| d.0).ok()?;
         Some(&self.digests[i].1)
+    }
+
+    /// Hashes the parts of `chunk` (at file offset `self.pos`) that fall in ranges read
+    /// before the stream, and verifies each range the chunk completes.
+    fn check_stream(&mut self, chunk: &[u8]) -> Result<(), DecodeError> {
+        if self.checks.is_empty() {
+            return Ok(());
+        }
+        let (start, end) = (self.pos, self.pos + chunk.len() as u64);
+        let mut i = 0;
+        while i < self.checks.len() {
+            let check = &mut self.checks[i];
+            let (s, e) = (check.range.start.max(start), check.range.end.min(end));
+            if s < e {
+                check
+                    .streamed
+                    .update(&chunk[(s - start) as usize..(e - start) as usize]);
+            }
+            if check.range.end <= end {
+                self.checks.swap_remove(i).verify()?;
+            } else {
+                i += 1;
+            }
+        }
+        Ok(())
     }
 
     /// A new host cluster starts streaming.
@@ -1000,6 +1108,8 @@ impl Qcow2Decoder {
 
 impl Decoder for Qcow2Decoder {
     fn feed(&mut self, chunk: Bytes, out: &mut Out<'_>) -> Result<(), DecodeError> {
+        // Before this chunk is decoded: ops it would emit may already rest on a forged table.
+        self.check_stream(&chunk)?;
         if !self.started {
             self.started = true;
             self.emit_l1_zeros(out)?;
@@ -1064,6 +1174,9 @@ impl Decoder for Qcow2Decoder {
                     got: eof,
                 });
             }
+        }
+        for check in std::mem::take(&mut self.checks) {
+            check.verify()?;
         }
         let Geometry { bits, cs, .. } = self.geo;
         let past_end = |what: &str, offset: u64| Qcow2Error::PastEnd {

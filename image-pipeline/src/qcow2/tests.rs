@@ -410,6 +410,161 @@ fn a_tampered_refetch_is_refused() {
     assert_eq!(tampered.reads.len(), 1, "{:?}", tampered.reads);
 }
 
+/// Serves the file, but with `forgery` at `offset` (a server whose Range answers differ from
+/// the stream).
+struct Forged<'a> {
+    file: &'a [u8],
+    offset: usize,
+    forgery: &'a [u8],
+    reads: Vec<(u64, u64)>,
+}
+
+impl RangeRead for Forged<'_> {
+    fn read_range(&mut self, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
+        self.reads.push((offset, len));
+        let mut file = self.file.to_vec();
+        file[self.offset..self.offset + self.forgery.len()].copy_from_slice(self.forgery);
+        (&file[..]).read_range(offset, len)
+    }
+}
+
+/// Feeds `chunks` to a decoder built with `fetch`, until the first error; returns it and how
+/// many ops were emitted before it.
+fn feed_until_error(
+    file: &Bytes,
+    head_len: usize,
+    fetch: &mut dyn RangeRead,
+    chunks: Vec<Bytes>,
+) -> (DecodeError, usize) {
+    let mut dec = Box::new(
+        Qcow2Decoder::new(
+            &file[..head_len],
+            Some(file.len() as u64),
+            fetch,
+            &Limits::default(),
+        )
+        .expect("the forgery is not detectable before the stream"),
+    );
+    let mut ops = 0;
+    let mut out = |_: WriteOp| {
+        ops += 1;
+        Ok(())
+    };
+    for chunk in chunks {
+        if let Err(e) = dec.feed(chunk, &mut out) {
+            return (e, ops);
+        }
+    }
+    let e = dec.finish(&mut &file[..], &mut out).expect_err("must fail");
+    (e, ops)
+}
+
+#[test]
+fn a_forged_l1_table_from_a_range_request_is_refused() {
+    let dir = Dir::new();
+    let src = source_raw(&dir, 3 << 20, 11);
+    let img = convert(&dir, &src, "l1.qcow2", &[]);
+    let file = Bytes::from(std::fs::read(&img).unwrap());
+    let l1 = l1_offset(&file);
+    assert!(
+        l1 >= SNIFF_LEN,
+        "the L1 table must lie past the sniffed head"
+    );
+    // Entry 0 unallocated: without the check the whole disk would be zeroed, silently.
+    let zeroed = [0u8; 8];
+    let mut rng = Rng(11);
+    for round in 0..4 {
+        let chunks = if round == 0 {
+            (0..file.len())
+                .step_by(1 << 20)
+                .map(|i| file.slice(i..(i + (1 << 20)).min(file.len())))
+                .collect()
+        } else {
+            random_chunks(&file, &mut rng, 256 << 10)
+        };
+        let mut forged = Forged {
+            file: &file,
+            offset: l1,
+            forgery: &zeroed,
+            reads: Vec::new(),
+        };
+        let (err, ops) = feed_until_error(&file, SNIFF_LEN, &mut forged, chunks);
+        assert_eq!(forged.reads.len(), 1, "{:?}", forged.reads);
+        match err {
+            DecodeError::RangeMismatch { what, offset, len } => {
+                assert_eq!((what, offset, len), ("qcow2 L1 table", l1 as u64, 8));
+            }
+            other => panic!("round {round}: {other}"),
+        }
+        assert!(err.is_inconsistent_source());
+        let msg = err.to_string();
+        assert!(
+            msg.contains("qcow2 L1 table fetched by a range request")
+                && msg.contains(&format!("offset {l1:#x}"))
+                && msg.contains("the image server returned inconsistent data"),
+            "{msg}"
+        );
+        if round == 0 {
+            // The chunk holding the table is checked before it is decoded.
+            assert_eq!(ops, 0, "ops emitted from a forged table");
+        }
+    }
+}
+
+#[test]
+fn a_forged_header_cluster_from_a_range_request_is_refused() {
+    let dir = Dir::new();
+    let src = source_raw(&dir, 1 << 20, 12);
+    let img = convert(&dir, &src, "h.qcow2", &[]);
+    let file = Bytes::from(std::fs::read(&img).unwrap());
+    // A head shorter than 4 KiB makes the decoder fetch the rest of the header area.
+    let forgery = [0xee; 4];
+    let mut forged = Forged {
+        file: &file,
+        offset: 2000,
+        forgery: &forgery,
+        reads: Vec::new(),
+    };
+    let (err, _) = feed_until_error(&file, 512, &mut forged, vec![file.clone()]);
+    assert_eq!(forged.reads[0], (0, 4096), "{:?}", forged.reads);
+    assert!(
+        matches!(
+            err,
+            DecodeError::RangeMismatch {
+                what: "qcow2 header cluster",
+                offset: 0,
+                len: 4096
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_stream_that_ends_inside_a_fetched_range_is_refused() {
+    let dir = Dir::new();
+    let src = source_raw(&dir, 1 << 20, 13);
+    let img = convert(&dir, &src, "t.qcow2", &[]);
+    let file = Bytes::from(std::fs::read(&img).unwrap());
+    let l1 = l1_offset(&file);
+    let mut dec = Box::new(
+        Qcow2Decoder::new(&file[..SNIFF_LEN], None, &mut &file[..], &Limits::default()).unwrap(),
+    );
+    let mut out = |_: WriteOp| Ok(());
+    dec.feed(file.slice(..l1 + 4), &mut out).unwrap();
+    let err = dec.finish(&mut &file[..], &mut out).expect_err("must fail");
+    assert!(
+        matches!(
+            err,
+            DecodeError::RangeMismatch {
+                what: "qcow2 L1 table",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
 #[test]
 fn the_full_path_through_inspect_and_open_decoder() {
     let dir = Dir::new();
