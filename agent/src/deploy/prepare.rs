@@ -397,6 +397,11 @@ fn pipeline_error(e: PipelineError, image_id: &str, disk: &Path) -> HardwareErro
         PipelineError::Inspection(e) => {
             ipa(ErrorClass::InvalidImage, format!("image {image_id}: {e}"))
         }
+        // The image is fine; what the server sent is not what the checksum vouched for.
+        PipelineError::Decode(e) if e.is_inconsistent_source() => ipa(
+            ErrorClass::ImageChecksumError,
+            format!("image {image_id}: {e}"),
+        ),
         PipelineError::Decode(e) => ipa(ErrorClass::InvalidImage, format!("image {image_id}: {e}")),
         PipelineError::Target(e) => match e.downcast::<HardwareError>() {
             Ok(hw) => *hw,
