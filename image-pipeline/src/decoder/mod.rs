@@ -80,7 +80,20 @@ pub struct Limits {
     pub max_unordered_clusters: usize,
     /// Memory the xz decoder may use (default 256 MiB; `xz -9` needs 65 MiB).
     pub xz_memory_limit: u64,
+    /// Heap the qcow2 decoder may hold for its tables and mappings, all of them together: the
+    /// L1 table while it is read, the L2 table list, the mappings ahead, the digests, the
+    /// re-read lists (default [`DEFAULT_DECODER_MEMORY`]). The limits above bound each
+    /// structure alone; a hostile image could fill several at once.
+    pub max_decoder_memory: u64,
 }
+
+/// 16 MiB. The agent must stay under 64 MiB of RSS; the qcow2 path peaks at 42-43 MiB with
+/// its queues and buffers (README, "Benchmark"), whatever the image size, so a hostile image
+/// can add this much and stay below. Normal images need far less: `qemu-img convert` output
+/// a few KiB, a 64 TiB disk with 64 KiB clusters 3 MiB (its 1 MiB L1 and the list of 128 Ki
+/// L2 tables). What it refuses: more than about 21 GiB (at 64 KiB clusters) stored before
+/// the tables that map it, or a 512-byte-cluster disk of more than about 20 GiB.
+pub const DEFAULT_DECODER_MEMORY: u64 = 16 << 20;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -90,6 +103,7 @@ impl Default for Limits {
             max_ahead_mappings: 4 << 20,
             max_unordered_clusters: 4 << 20,
             xz_memory_limit: 256 << 20,
+            max_decoder_memory: DEFAULT_DECODER_MEMORY,
         }
     }
 }

@@ -57,6 +57,8 @@ pub enum Qcow2Error {
     TooFragmented { limit: usize },
     #[error("qcow2 image stores too much before the tables that map it: more than {limit} clusters to remember (max_unordered_clusters); rewrite it with qemu-img convert")]
     TooManyUnordered { limit: usize },
+    #[error("qcow2 image needs more than {budget} bytes of decoder memory (max_decoder_memory) for {what}; rewrite it with qemu-img convert")]
+    MemoryBudget { what: &'static str, budget: u64 },
     #[error("the host cluster at offset {host_offset:#x} is mapped as data by an L2 table that comes after it, but it was not recorded when it streamed past (it holds qcow2 metadata or was mapped elsewhere too); rewrite the image with qemu-img convert")]
     SharedCluster { host_offset: u64 },
     #[error("the image file changed on the server: the cluster at offset {offset:#x} read again differs from the bytes streamed and checksummed before")]

@@ -61,6 +61,12 @@
 //! * about four clusters of buffers (an L2 table, the compressed window, one decompressed
 //!   cluster).
 //!
+//! All of these together are charged against one budget, [`Limits::max_decoder_memory`], at
+//! an upper bound of what each entry costs (allocation slack included), and checked before
+//! each structure grows: a hostile image that fills several at once fails with
+//! [`Qcow2Error::MemoryBudget`] instead of an allocation. The cluster buffers are bounded by
+//! the cluster size (at most 2 MiB) and not charged.
+//!
 //! For an image written by `qemu-img convert` every L2 table precedes its data, so nothing is
 //! re-read and only the refcount blocks are digested: a few hundred bytes. [`Qcow2Decoder::stats`] exposes the counters.
 
@@ -96,6 +102,21 @@ const FULL: u32 = u32::MAX;
 /// Largest single re-read in `finish`.
 const MAX_REFETCH: u64 = 8 << 20;
 const DIGEST_LEN: usize = 16;
+/// Heap charged per entry against [`Limits::max_decoder_memory`], upper bounds: the lists
+/// built from the L1 table at their size (allocated once), other `Vec` entries twice their
+/// size (doubling), a B-tree entry three times (nodes can be half full, plus the inner
+/// nodes), a compressed cluster for its entries in all three of its maps. The test
+/// `tests/decoder_memory.rs` measures what the heap really holds.
+const COST_TABLE: u64 = 16;
+const COST_AHEAD: u64 = 96;
+const COST_ACTIVE: u64 = 2 * std::mem::size_of::<Run>() as u64;
+const COST_COMPRESSED: u64 = 192;
+const COST_FORCED: u64 = 32;
+const COST_DIGEST: u64 = 2 * std::mem::size_of::<(u64, ClusterDigest)>() as u64;
+const COST_REFETCH: u64 = 48;
+/// What the budget was spent on, in [`Qcow2Error::MemoryBudget`].
+const AHEAD: &str = "the clusters mapped ahead of the read position";
+const UNORDERED: &str = "the clusters stored before the tables that map them";
 /// What a range read of the first cluster is called in errors.
 const HEADER: &str = "qcow2 header cluster";
 
@@ -457,6 +478,14 @@ impl Qcow2Decoder {
         let cs = h.cluster_size();
         let needed = h.l1_needed();
         let l1_len = needed * 8;
+        let budget = limits.max_decoder_memory;
+        let over_budget = || Qcow2Error::MemoryBudget {
+            what: "the L1 table and its list of L2 tables",
+            budget,
+        };
+        if l1_len > budget {
+            return Err(over_budget().into());
+        }
         let l1_end = h.l1_table_offset + l1_len;
         let l1 = if l1_end <= buf.len() as u64 {
             Cow::Borrowed(&buf[h.l1_table_offset as usize..l1_end as usize])
@@ -469,8 +498,19 @@ impl Qcow2Decoder {
                 &mut checks,
             )?)
         };
-        let mut l1_zero_runs: Vec<Range<u64>> = Vec::new();
-        let mut l2_tables = Vec::new();
+        // Counted first, so the lists are allocated once, at their size, within the budget.
+        let (mut tables, mut runs, mut prev_zero) = (0u64, 0u64, false);
+        for i in 0..needed {
+            let zero = be64(&l1, (i * 8) as usize) & OFFSET_MASK == 0;
+            tables += u64::from(!zero);
+            runs += u64::from(zero && !prev_zero);
+            prev_zero = zero;
+        }
+        if l1_len + (tables + runs) * COST_TABLE > budget {
+            return Err(over_budget().into());
+        }
+        let mut l1_zero_runs: Vec<Range<u64>> = Vec::with_capacity(runs as usize);
+        let mut l2_tables = Vec::with_capacity(tables as usize);
         for i in 0..needed {
             let e = be64(&l1, (i * 8) as usize);
             if e & L1_RESERVED != 0 {
@@ -613,6 +653,30 @@ impl Qcow2Decoder {
         }
     }
 
+    /// What the structures under the budget hold now, at their charged cost.
+    fn charged(&self) -> u64 {
+        let n = |len: usize, cost: u64| len as u64 * cost;
+        n(self.l1_zero_runs.len() + self.l2_tables.len(), COST_TABLE)
+            + n(self.ahead.len(), COST_AHEAD)
+            + n(self.active.len(), COST_ACTIVE)
+            + n(
+                self.comp_ahead.len() + self.comp_active.len(),
+                COST_COMPRESSED,
+            )
+            + n(self.force_digest.len(), COST_FORCED)
+            + n(self.digests.len(), COST_DIGEST)
+            + n(self.refetch.len() + self.refetch_comp.len(), COST_REFETCH)
+    }
+
+    /// Fails if growing by `cost` would go over [`Limits::max_decoder_memory`].
+    fn charge(&self, what: &'static str, cost: u64) -> Result<(), DecodeError> {
+        let budget = self.limits.max_decoder_memory;
+        if self.charged() + cost > budget {
+            return Err(Qcow2Error::MemoryBudget { what, budget }.into());
+        }
+        Ok(())
+    }
+
     fn emit_l1_zeros(&mut self, out: &mut Out<'_>) -> Result<(), DecodeError> {
         let span = self.l2_entries * self.geo.cs;
         for r in std::mem::take(&mut self.l1_zero_runs) {
@@ -690,6 +754,7 @@ impl Qcow2Decoder {
                 }
                 .into());
             }
+            self.charge(UNORDERED, COST_DIGEST)?;
             self.hasher = Some(Sha256::new());
         }
         Ok(())
@@ -829,6 +894,7 @@ impl Qcow2Decoder {
                 }
                 .into());
             }
+            self.charge(AHEAD, COST_AHEAD)?;
             self.ahead.insert((hc, g), (1, mask));
             *last = Some((hc, g));
             self.peak_ahead = self.peak_ahead.max(self.ahead.len());
@@ -848,7 +914,7 @@ impl Qcow2Decoder {
         if self.refetch.len() + self.refetch_comp.len() >= limit {
             return Err(Qcow2Error::TooManyUnordered { limit }.into());
         }
-        Ok(())
+        self.charge(UNORDERED, COST_REFETCH)
     }
 
     fn parse_compressed(
@@ -899,6 +965,7 @@ impl Qcow2Decoder {
                 }
                 .into());
             }
+            self.charge(AHEAD, COST_COMPRESSED)?;
             self.comp_ahead.insert((off, g), len);
             self.peak_comp = self
                 .peak_comp
@@ -914,6 +981,7 @@ impl Qcow2Decoder {
                 }
             }
             for h in c + 1..=last {
+                self.charge(UNORDERED, COST_FORCED)?;
                 self.force_digest.insert(h);
             }
             self.push_refetch()?;
