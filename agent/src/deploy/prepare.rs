@@ -413,3 +413,39 @@ fn pipeline_error(e: PipelineError, image_id: &str, disk: &Path) -> HardwareErro
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image_pipeline::{DecodeError, Qcow2Error};
+
+    fn class_of(e: DecodeError) -> (Option<ErrorClass>, String) {
+        let hw = pipeline_error(
+            PipelineError::Decode(e),
+            "img?<redacted>",
+            Path::new("/dev/vdz"),
+        );
+        (hw.ipa_class(), hw.to_string())
+    }
+
+    #[test]
+    fn inconsistent_server_data_is_a_checksum_error_and_bad_images_are_invalid() {
+        let (class, msg) = class_of(DecodeError::RangeMismatch {
+            what: "qcow2 L1 table",
+            offset: 0x30000,
+            len: 8,
+        });
+        assert_eq!(class, Some(ErrorClass::ImageChecksumError), "{msg}");
+        assert!(
+            msg.contains("image img?<redacted>: the qcow2 L1 table fetched by a range request")
+                && msg.contains("the image server returned inconsistent data"),
+            "{msg}"
+        );
+        let (class, _) = class_of(DecodeError::Qcow2(Qcow2Error::RefetchMismatch {
+            offset: 0x1000,
+        }));
+        assert_eq!(class, Some(ErrorClass::ImageChecksumError));
+        let (class, _) = class_of(DecodeError::Qcow2(Qcow2Error::BadMagic));
+        assert_eq!(class, Some(ErrorClass::InvalidImage));
+    }
+}
