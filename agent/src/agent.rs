@@ -238,7 +238,12 @@ impl Agent {
     /// this agent then.
     pub fn apply_lookup(&self, lookup: LookupResponse) -> Result<(), TokenAlreadyIssued> {
         let mut session = self.session();
-        match lookup.config.agent_token.as_deref() {
+        match lookup
+            .config
+            .agent_token
+            .as_ref()
+            .map(ironic_protocol::Secret::expose)
+        {
             Some(t) if t.len() >= 32 => {
                 session.token = Some(t.to_string());
                 tracing::info!("agent token received at lookup");

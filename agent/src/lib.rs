@@ -6,8 +6,9 @@
 //! commands ([`commands`]) the [`extensions`] define, one module per IPA extension;
 //! [`conductor`] is the client of Ironic's API (lookup, heartbeats); [`deploy`] writes images
 //! through `image-pipeline` and `disk-layout`; [`inspection`] posts IPA's collectors;
-//! [`config`] reads kernel parameters, INI files and flags; [`tls`], [`lockdown`], [`logging`]
-//! and [`plugins`] (operators' compiled-in managers) do one job each.
+//! [`config`] reads kernel parameters, INI files and flags; [`tls`], [`lockdown`], [`logging`],
+//! [`redact`] (secrets out of what is echoed) and [`plugins`] (operators' compiled-in
+//! managers) do one job each.
 
 pub mod agent;
 pub mod api;
@@ -21,6 +22,7 @@ pub mod lifecycle;
 pub mod lockdown;
 pub mod logging;
 pub mod plugins;
+pub mod redact;
 mod run;
 pub mod tls;
 

@@ -79,7 +79,10 @@ fn main() {
         "ironic-agent-init {} starting on Linux {release}",
         env!("CARGO_PKG_VERSION")
     );
-    log!("kernel command line: {}", cmdline_text.trim());
+    log!(
+        "kernel command line: {}",
+        ramdisk_contract::cmdline::redact(cmdline_text.trim())
+    );
     let config = load_config();
     set_hostname(DEFAULT_HOSTNAME);
 

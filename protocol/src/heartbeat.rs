@@ -8,7 +8,7 @@ pub struct HeartbeatRequest {
     /// any change of it while the node keeps its `agent_url`.
     pub callback_url: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub agent_token: Option<Option<String>>,
+    pub agent_token: Option<Option<crate::Secret>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent_version: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -15,6 +15,7 @@ mod image_info;
 mod inventory;
 mod lookup;
 mod node;
+mod secret;
 mod step;
 
 pub use api_version::{ApiVersion, ParseApiVersionError};
@@ -27,6 +28,7 @@ pub use inventory::{
 };
 pub use lookup::{LookupConfig, LookupResponse};
 pub use node::Node;
+pub use secret::Secret;
 pub use step::{ManagerVersions, Step, StepKind, StepLists};
 
 /// The version of ironic-python-agent whose protocol this agent speaks; reported to the

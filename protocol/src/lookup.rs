@@ -45,7 +45,7 @@ pub struct LookupConfig {
     pub heartbeat_timeout: serde_json::Number,
     /// A fresh token (>= 32 characters), or `"******"` when one was already issued.
     #[serde(default)]
-    pub agent_token: Option<String>,
+    pub agent_token: Option<crate::Secret>,
     #[serde(default)]
     pub agent_token_required: Option<bool>,
     #[serde(default)]
@@ -95,7 +95,7 @@ mod tests {
             Some("5b1d2bd6-1a0a-4d2c-8f8b-4e1e6f0b9c11")
         );
         assert_eq!(reply.config.heartbeat_timeout_secs(), 10.0);
-        assert!(reply.config.agent_token.as_deref().unwrap().len() >= 32);
+        assert!(reply.config.agent_token.as_ref().unwrap().expose().len() >= 32);
         assert_eq!(reply.config.tls_min_version.as_deref(), Some("1.3"));
         // Round trip keeps every key Ironic sent.
         let again: Value = serde_json::to_value(&reply).unwrap();

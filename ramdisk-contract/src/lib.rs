@@ -66,9 +66,78 @@ pub mod cmdline {
         out
     }
 
+    /// Kernel parameters whose values must never be logged or copied around: the agent
+    /// token Ironic pre-shares when it builds the kernel command line (virtual media).
+    pub const SECRET_PARAMS: [&str; 1] = ["ipa-agent-token"];
+
+    /// Whether the value of parameter `key` is a secret.
+    pub fn is_secret_param(key: &str) -> bool {
+        SECRET_PARAMS.contains(&key)
+    }
+
+    /// `text` (a command line, or a log holding one, such as the kernel's "Kernel command
+    /// line: ..." line) with the value of every secret parameter replaced by `***`, up to
+    /// the next whitespace or closing quote. Everything else is kept byte for byte.
+    pub fn redact(text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut copied = 0;
+        let mut hits: Vec<(usize, usize)> = SECRET_PARAMS
+            .iter()
+            .flat_map(|key| {
+                text.match_indices(key).filter_map(|(at, _)| {
+                    let value = at + key.len() + 1;
+                    let starts_word = text[..at]
+                        .chars()
+                        .next_back()
+                        .is_none_or(|c| c.is_whitespace() || c == '"');
+                    (starts_word && text[at + key.len()..].starts_with('=')).then_some(value)
+                })
+            })
+            .map(|value| {
+                let len = text[value..]
+                    .find(|c: char| c.is_whitespace() || c == '"')
+                    .unwrap_or(text.len() - value);
+                (value, value + len)
+            })
+            .collect();
+        hits.sort_unstable();
+        for (start, end) in hits {
+            if start < copied {
+                continue;
+            }
+            out.push_str(&text[copied..start]);
+            out.push_str("***");
+            copied = end;
+        }
+        out.push_str(&text[copied..]);
+        out
+    }
+
     #[cfg(test)]
     mod tests {
-        use super::words;
+        use super::{redact, words};
+
+        #[test]
+        fn secret_values_are_redacted_wherever_the_command_line_appears() {
+            assert_eq!(
+                redact("quiet ipa-agent-token=abc ipa-api-url=http://x\n"),
+                "quiet ipa-agent-token=*** ipa-api-url=http://x\n"
+            );
+            assert_eq!(
+                redact("[0.000] Kernel command line: BOOT_IMAGE=v ipa-agent-token=s3cr3t\n[0.1] x"),
+                "[0.000] Kernel command line: BOOT_IMAGE=v ipa-agent-token=***\n[0.1] x"
+            );
+            assert_eq!(
+                redact("\"ipa-agent-token=a b\" ipa-agent-token=c"),
+                "\"ipa-agent-token=*** b\" ipa-agent-token=***"
+            );
+            // Only the parameter itself, not a longer name that ends like it.
+            assert_eq!(
+                redact("x-ipa-agent-token=keep ipa-agent-tokens=keep ipa-agent-token=s"),
+                "x-ipa-agent-token=keep ipa-agent-tokens=keep ipa-agent-token=***"
+            );
+            assert_eq!(redact(""), "");
+        }
 
         #[test]
         fn whitespace_splits_quotes_group_and_vanish() {

@@ -257,6 +257,77 @@ pub fn verify_secret_kept(h: &Harness, secret: &str) -> Result<()> {
     Ok(())
 }
 
+/// None of `secrets` appears in what the agent hands out: its logs, the node's `last_error`,
+/// the results of its commands as the conductor logged them (`... command status for node
+/// ...: {...}`, from `'command_result'` on: the step the conductor itself logs before is
+/// Ironic's business), and every file of every log bundle Ironic collected from it (with
+/// `[agent] deploy_logs_collect = always`; at least one must exist).
+pub fn verify_secrets_absent(h: &Harness, secrets: &[&str]) -> Result<()> {
+    let logs = h.agent_logs();
+    ensure!(!logs.is_empty(), "the agent wrote no log");
+    let node = h.node()?;
+    let conductor_log = h.ironic_log();
+    let results: Vec<&str> = conductor_log
+        .lines()
+        .filter(|l| l.contains("command status for node"))
+        .filter_map(|l| l.find("'command_result'").map(|at| &l[at..]))
+        .collect();
+    ensure!(
+        !results.is_empty(),
+        "the Ironic log shows no agent command result"
+    );
+    let bundles_dir = crate::ironic::IronicConfig::deploy_logs_dir(
+        h.ironic()
+            .config_path()
+            .parent()
+            .context("Ironic's directory")?,
+    );
+    let mut bundles = Vec::new();
+    for entry in std::fs::read_dir(&bundles_dir)
+        .with_context(|| format!("no log bundle: {} unreadable", bundles_dir.display()))?
+    {
+        let path = entry?.path();
+        let out = std::process::Command::new("tar")
+            .arg("-xzOf")
+            .arg(&path)
+            .output()
+            .context("running tar")?;
+        ensure!(out.status.success(), "tar -xzOf {} failed", path.display());
+        bundles.push((path, String::from_utf8_lossy(&out.stdout).into_owned()));
+    }
+    ensure!(
+        !bundles.is_empty(),
+        "Ironic collected no log bundle in {}",
+        bundles_dir.display()
+    );
+    for secret in secrets {
+        if let Some(line) = logs.lines().find(|l| l.contains(secret)) {
+            bail!("a secret leaked into the agent log: {line}");
+        }
+        if let Some(e) = node.last_error.as_deref().filter(|e| e.contains(secret)) {
+            bail!("a secret leaked into last_error: {e}");
+        }
+        if let Some(r) = results.iter().find(|r| r.contains(secret)) {
+            bail!("a secret leaked into a command result the conductor logged: {r}");
+        }
+        for (path, text) in &bundles {
+            if let Some(line) = text.lines().find(|l| l.contains(secret)) {
+                bail!(
+                    "a secret leaked into the log bundle {}: {line}",
+                    path.display()
+                );
+            }
+        }
+    }
+    h.progress(&format!(
+        "{} secrets absent from the agent log, last_error, {} command results and {} log bundles",
+        secrets.len(),
+        results.len(),
+        bundles.len()
+    ));
+    Ok(())
+}
+
 /// The agent ran each of `commands` (e.g. `standby.get_partition_uuids`) for the conductor,
 /// in this order, according to its log.
 pub fn verify_agent_commands(h: &Harness, commands: &[&str]) -> Result<()> {

@@ -44,6 +44,9 @@ pub struct IronicConfig {
     /// `[conductor] clean_callback_timeout` and `deploy_callback_timeout`: how long Ironic
     /// waits for a silent agent before failing the node.
     pub callback_timeout: Duration,
+    /// `[agent] deploy_logs_collect`: `never` (default), `on_failure` or `always`; bundles
+    /// go to `<dir>/deploy-logs` ([`IronicConfig::deploy_logs_dir`]).
+    pub deploy_logs_collect: &'static str,
 }
 
 impl IronicConfig {
@@ -57,7 +60,13 @@ impl IronicConfig {
             // With check_provision_state_interval = 5 a dead agent fails the node ~2.5 min
             // after the provision request.
             callback_timeout: Duration::from_secs(150),
+            deploy_logs_collect: "never",
         }
+    }
+
+    /// Where Ironic stores the agents' log bundles (`<node>_<instance>_<date>.tar.gz`).
+    pub fn deploy_logs_dir(dir: &Path) -> std::path::PathBuf {
+        dir.join("deploy-logs")
     }
 
     pub fn api_url(&self) -> String {
@@ -135,7 +144,9 @@ erase_devices_priority = {erase_priority}
 image_download_source = http
 # Where the conductor keeps each agent's auto-TLS certificate.
 certificates_path = {d}/certificates
-deploy_logs_collect = never
+deploy_logs_collect = {logs_collect}
+deploy_logs_storage_backend = local
+deploy_logs_local_path = {d}/deploy-logs
 post_deploy_get_power_state_retries = 1
 post_deploy_get_power_state_retry_interval = 1
 
@@ -154,6 +165,7 @@ require_managed_boot = false
             port = self.port,
             automated_clean = self.automated_clean,
             erase_priority = self.erase_devices_priority,
+            logs_collect = self.deploy_logs_collect,
         )
     }
 }

@@ -14,6 +14,7 @@ use e2e::deploy::{
 };
 use e2e::harness::Harness;
 use e2e::images::{self, ConfigDrive, WholeDiskImage};
+use e2e::loopdev::Fill;
 
 /// Serves `file` with nginx under `name`, behind a fake temp URL query; returns the URL.
 fn serve(h: &mut Harness, file: &Path, name: &str, temp_url: &TempUrl) -> String {
@@ -163,7 +164,13 @@ fn gzip_compressed_raw_image() {
 #[test]
 fn partition_image_with_configdrive() {
     let test = "deploy-partition";
-    let (mut h, disk) = harness_with_disk(test, "52:54:00:e2:10:06").expect("harness");
+    // Ironic collects the agent's log bundle at the end (the secrets check reads it).
+    let mut h = Harness::start(test, "52:54:00:e2:10:06", |c| {
+        deploy::ironic_config(c);
+        c.deploy_logs_collect = "always";
+    })
+    .expect("harness");
+    let disk = h.add_disk(deploy::DISK_SIZE, Fill::Zeros).expect("disk");
     let dir = h.dir().path().to_path_buf();
     let fs_uuid = images::random_uuid().expect("uuid");
     let root_image = images::ext4_image(&dir, "root.ext4", 24, &fs_uuid).expect("ext4 image");
@@ -189,6 +196,10 @@ fn partition_image_with_configdrive() {
 
     deploy::verify_deploy_calls(&h).expect("conductor calls");
     deploy::verify_secret_kept(&h, &temp_url.sig).expect("signature kept secret");
+    // The config drive is the tenant's user data: a stretch of its encoding stands for it.
+    let mid = configdrive.encoded.len() / 2;
+    let user_data = &configdrive.encoded[mid..mid + 40];
+    deploy::verify_secrets_absent(&h, &[&temp_url.sig, user_data]).expect("secrets kept");
     let layout = deploy::verify_partition_disk(
         &h,
         disk,

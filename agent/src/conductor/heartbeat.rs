@@ -16,7 +16,7 @@ pub struct HeartbeatSettings {
     pub node_uuid: String,
     /// Fixed for the agent's lifetime: Ironic rejects a changed callback URL.
     pub callback_url: String,
-    pub token: Option<String>,
+    pub token: Option<ironic_protocol::Secret>,
     /// PEM of the auto-TLS certificate, sent as `agent_verify_ca`.
     pub verify_ca: Option<String>,
     /// `heartbeat_timeout` from lookup, in seconds.
@@ -141,7 +141,7 @@ mod tests {
         HeartbeatSettings {
             node_uuid: "n".into(),
             callback_url: "https://192.0.2.10:9999".into(),
-            token: Some("t".repeat(43)),
+            token: Some(ironic_protocol::Secret::new("t".repeat(43))),
             verify_ca: Some("PEM".into()),
             heartbeat_timeout: 300.0,
         }
@@ -163,6 +163,23 @@ mod tests {
         let v = serde_json::to_value(build_request(&none, ApiVersion::new(1, 62))).unwrap();
         assert_eq!(v["agent_token"], json!(null), "token key present with null");
         assert!(v.get("agent_verify_ca").is_none());
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_token() {
+        let token = "t".repeat(43);
+        let request = build_request(&settings(), ApiVersion::new(1, 115));
+        for text in [
+            format!("{:?}", settings()),
+            format!("{request:?}"),
+            format!("{request}"),
+        ] {
+            assert!(!text.contains(&token), "{text}");
+        }
+        let reply: ironic_protocol::LookupConfig =
+            serde_json::from_value(json!({"agent_token": token, "heartbeat_timeout": 300}))
+                .unwrap();
+        assert!(!format!("{reply:?}").contains(&token));
     }
 
     #[test]

@@ -116,7 +116,7 @@ impl Config {
 
 /// Kernel parameters whose values must never be logged or copied around.
 pub fn is_secret_param(key: &str) -> bool {
-    key == "ipa-agent-token"
+    ramdisk_contract::cmdline::is_secret_param(key)
 }
 
 /// A kernel command line with secret values replaced by `***`, for logs and log bundles.

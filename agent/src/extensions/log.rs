@@ -48,7 +48,12 @@ pub(crate) fn build_bundle(agent: &Agent) -> std::io::Result<Vec<u8>> {
         tar.append_data(&mut header, name, data)
     };
     add("agent.log", &agent.logs().contents())?;
-    add("dmesg", &kernel_log())?;
+    // The kernel logs its command line, which carries a pre-shared agent token.
+    let dmesg = String::from_utf8_lossy(&kernel_log()).into_owned();
+    add(
+        "dmesg",
+        ramdisk_contract::cmdline::redact(&dmesg).as_bytes(),
+    )?;
     for (name, path) in [
         ("mount", "/proc/self/mounts"),
         ("meminfo", "/proc/meminfo"),
@@ -76,7 +81,9 @@ pub(crate) fn build_bundle(agent: &Agent) -> std::io::Result<Vec<u8>> {
         "hardware_manager_versions": managers.versions(),
         "block_devices": managers.list_block_devices(true).map_err(|e| e.to_string()),
         "network_interfaces": managers.list_network_interfaces().map_err(|e| e.to_string()),
-        "commands": agent.history().snapshot(),
+        // Results echo what the conductor sent; scrubbed again in case a command's result
+        // carries something its own code did not mask.
+        "commands": crate::redact::scrub(&json!(agent.history().snapshot())),
     });
     add(
         "agent-facts.json",

@@ -111,7 +111,9 @@ pub async fn execute_step(
     tracing::info!(kind = kind.as_str(), step = %name, "step completed");
     let mut out = Map::new();
     out.insert(kind.result_key(), result);
-    out.insert(kind.step_key(), p.step);
+    // The step as the conductor sent it, as IPA echoes it, but without the secrets its args
+    // can carry (the conductor only compares `interface` and `step`).
+    out.insert(kind.step_key(), crate::redact::scrub(&p.step));
     Ok(CommandValue::Json(Value::Object(out)))
 }
 
