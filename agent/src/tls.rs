@@ -231,6 +231,11 @@ fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> {
         .mode(mode)
         .open(path)
         .map_err(io)?;
+    // `mode` applies only when the file is created: a key file left by an earlier run (or
+    // planted with wider permissions) gets it before the key is written into it.
+    use std::os::unix::fs::PermissionsExt;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(io)?;
     f.write_all(data).map_err(io)
 }
 
@@ -241,6 +246,13 @@ mod tests {
     #[test]
     fn auto_tls_certificate_names_the_ip() {
         let dir = tempfile::tempdir().unwrap();
+        // A key file from before, readable by all: it must end up 0600 all the same.
+        std::fs::write(dir.path().join("agent.key"), "old").unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let wide = std::fs::Permissions::from_mode(0o644);
+            std::fs::set_permissions(dir.path().join("agent.key"), wide).unwrap();
+        }
         let id = auto_tls(
             "192.0.2.10",
             Curve::P384,

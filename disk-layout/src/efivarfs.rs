@@ -17,10 +17,22 @@ pub const EFI_GLOBAL_VARIABLE: &str = "8be4df61-93ca-11d2-aa0d-00e098032b8c";
 pub const NV_BS_RT: u32 = 0x7;
 
 const EFIVARFS_MAGIC: i64 = 0xde5e_81e4;
-const FS_IMMUTABLE_FL: nix::libc::c_long = 0x10;
+const FS_IMMUTABLE_FL: nix::libc::c_int = 0x10;
 
-nix::ioctl_read!(fs_ioc_getflags, b'f', 1, nix::libc::c_long);
-nix::ioctl_write_ptr!(fs_ioc_setflags, b'f', 2, nix::libc::c_long);
+// `<linux/fs.h>` declares FS_IOC_GETFLAGS/SETFLAGS with `long`, so the request numbers
+// encode its size, but the kernel reads and writes an `int` (`fs/ioctl.c`): a `long`
+// argument is only half filled, and on a big-endian machine the flags land in the wrong half.
+const FLAGS_ARG_SIZE: usize = std::mem::size_of::<nix::libc::c_long>();
+nix::ioctl_read_bad!(
+    fs_ioc_getflags,
+    nix::request_code_read!(b'f', 1, FLAGS_ARG_SIZE),
+    nix::libc::c_int
+);
+nix::ioctl_write_ptr_bad!(
+    fs_ioc_setflags,
+    nix::request_code_write!(b'f', 2, FLAGS_ARG_SIZE),
+    nix::libc::c_int
+);
 
 /// The global variables under an efivarfs mount (or a test directory laid out like one).
 #[derive(Debug, Clone)]
@@ -160,7 +172,7 @@ fn is_efivarfs(file: &File) -> bool {
 /// `chattr -i`: clears the immutable flag if the filesystem has one and it is set.
 fn make_mutable(path: &Path) -> io::Result<()> {
     let file = File::open(path)?;
-    let mut flags: nix::libc::c_long = 0;
+    let mut flags: nix::libc::c_int = 0;
     // SAFETY: FS_IOC_GETFLAGS writes the flags through a pointer to a live local.
     match unsafe { fs_ioc_getflags(file.as_raw_fd(), &mut flags) } {
         Ok(_) => {}
@@ -190,7 +202,7 @@ pub(crate) mod tests {
         let Ok(file) = File::open(path) else {
             return false;
         };
-        let mut flags: nix::libc::c_long = 0;
+        let mut flags: nix::libc::c_int = 0;
         // SAFETY: as in make_mutable.
         if unsafe { fs_ioc_getflags(file.as_raw_fd(), &mut flags) }.is_err() {
             return false;
@@ -198,6 +210,21 @@ pub(crate) mod tests {
         let set = flags | FS_IMMUTABLE_FL;
         // SAFETY: as in make_mutable.
         unsafe { fs_ioc_setflags(file.as_raw_fd(), &set) }.is_ok()
+    }
+
+    #[test]
+    fn flags_ioctls_are_the_kernels_numbers() {
+        // <linux/fs.h> on 64-bit Linux: _IOR('f', 1, long) and _IOW('f', 2, long).
+        if FLAGS_ARG_SIZE == 8 {
+            assert_eq!(
+                nix::request_code_read!(b'f', 1, FLAGS_ARG_SIZE) as u64,
+                0x8008_6601
+            );
+            assert_eq!(
+                nix::request_code_write!(b'f', 2, FLAGS_ARG_SIZE) as u64,
+                0x4008_6602
+            );
+        }
     }
 
     #[test]
