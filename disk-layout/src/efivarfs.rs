@@ -217,11 +217,11 @@ pub(crate) mod tests {
         // <linux/fs.h> on 64-bit Linux: _IOR('f', 1, long) and _IOW('f', 2, long).
         if FLAGS_ARG_SIZE == 8 {
             assert_eq!(
-                nix::request_code_read!(b'f', 1, FLAGS_ARG_SIZE) as u64,
+                nix::request_code_read!(b'f', 1, FLAGS_ARG_SIZE),
                 0x8008_6601
             );
             assert_eq!(
-                nix::request_code_write!(b'f', 2, FLAGS_ARG_SIZE) as u64,
+                nix::request_code_write!(b'f', 2, FLAGS_ARG_SIZE),
                 0x4008_6602
             );
         }
