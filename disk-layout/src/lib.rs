@@ -24,6 +24,7 @@
 pub mod configdrive;
 pub mod efivarfs;
 pub mod esp;
+mod fat_guard;
 pub mod fs_id;
 pub mod gpt_write;
 pub mod load_option;

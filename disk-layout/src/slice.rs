@@ -32,6 +32,11 @@ impl<'a> PartitionIo<'a> {
         }
     }
 
+    /// The cursor, as an offset into the partition.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
     fn remaining(&self) -> u64 {
         self.extent.len.saturating_sub(self.pos)
     }

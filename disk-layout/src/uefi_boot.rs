@@ -30,7 +30,7 @@ use crate::efivarfs::{boot_var, EfiVars, NV_BS_RT};
 use crate::esp::{self, EspError};
 use crate::load_option::{LoadOption, PartitionSignature};
 use crate::mbr_write::Mbr;
-use crate::partition_uuids::{list_partitions, PartInfo, UuidError};
+use crate::partition_uuids::{list_partitions, partition_path, PartInfo, UuidError};
 use crate::DiskTarget;
 
 /// The parameters of `image.install_bootloader`, as the conductor sends them.
@@ -292,13 +292,13 @@ fn decode_csv(data: &[u8]) -> String {
 
 /// The loader path and label of each boot entry to create, as IPA's `_run_efibootmgr`.
 fn entries_for(
-    fs: &esp::Fat<'_>,
+    fs: &esp::Esp<'_>,
     loaders: &[String],
 ) -> Result<Vec<(String, String)>, BootloaderError> {
     let mut out = Vec::new();
     for (i, v_bl) in loaders.iter().enumerate() {
         if v_bl.to_lowercase().contains("csv") {
-            let contents = decode_csv(&esp::read_file(fs, v_bl)?);
+            let contents = decode_csv(&fs.read_file(v_bl)?);
             let fields: Vec<&str> = contents.splitn(4, ',').collect();
             if fields.len() < 2 {
                 return Err(BootloaderError::Csv {
@@ -333,8 +333,9 @@ pub fn manage_uefi(
     let device = target.path().display().to_string();
     let esp_part = find_esp(target, efi_system_part_uuid)?;
     let wanted = {
-        let fs = esp::open_read_only(target, esp_part.extent)?;
-        let loaders = esp::find_bootloaders(&fs)?;
+        let name = partition_path(target.path(), esp_part.number);
+        let fs = esp::Esp::open(target, esp_part.extent, &name.display().to_string())?;
+        let loaders = fs.find_bootloaders()?;
         if loaders.is_empty() {
             tracing::warn!(
                 device,
