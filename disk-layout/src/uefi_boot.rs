@@ -771,4 +771,28 @@ mod tests {
             serde_json::from_value(serde_json::json!({"root_uuid": "x", "other": 1})).unwrap();
         assert!(BootloaderParams::from_command(&bad, false).is_err());
     }
+
+    #[test]
+    fn a_hostile_esp_fails_the_step_with_a_clear_error() {
+        let (tmp, target) = uefi_disk(&[
+            ("EFI/BOOT/BOOTX64.EFI", b"MZ"),
+            ("EFI/BOOT/LOOP/A.EFI", b"x"),
+        ]);
+        let raw = crate::testutil::RawFat::new(&target, Extent::new(MIB, 64 * MIB));
+        raw.set_first_cluster(raw.entry("EFI/BOOT/LOOP"), raw.geometry.root_cluster);
+        let err = crate::testutil::within_10s(256 << 10, move || {
+            let vars = tempfile::tempdir().unwrap();
+            install_bootloader(&target, &whole_disk_params(), &ramdisk_guard(), vars.path())
+                .unwrap_err()
+        });
+        assert_eq!(err.ipa_class(), ErrorClass::CommandExecutionError);
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "the ESP on {}1 is corrupt: the directory EFI/BOOT/LOOP links back to the root \
+                 directory, one of its parents",
+                tmp.path().display()
+            )
+        );
+    }
 }
