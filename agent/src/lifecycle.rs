@@ -218,7 +218,15 @@ impl Service {
         let settings = HeartbeatSettings {
             node_uuid,
             callback_url,
-            token: agent.token().map(ironic_protocol::Secret::new),
+            token: {
+                let agent = Arc::downgrade(&agent);
+                Arc::new(move || {
+                    agent
+                        .upgrade()
+                        .and_then(|a| a.token())
+                        .map(ironic_protocol::Secret::new)
+                })
+            },
             verify_ca: identity.as_ref().and_then(|i| i.verify_ca_pem.clone()),
             heartbeat_timeout,
         };

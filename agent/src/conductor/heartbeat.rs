@@ -11,16 +11,33 @@ use super::IronicClient;
 /// Minimum spacing of a forced heartbeat after the previous one (IPA's value).
 const MIN_FORCED_SPACING: Duration = Duration::from_secs(5);
 
-#[derive(Debug, Clone)]
+/// Where each heartbeat reads the agent token: the agent's current one, since
+/// `poll.set_node_info` can replace the token after start (a beat with the old one would be
+/// rejected from then on).
+pub type TokenSource = Arc<dyn Fn() -> Option<ironic_protocol::Secret> + Send + Sync>;
+
+#[derive(Clone)]
 pub struct HeartbeatSettings {
     pub node_uuid: String,
     /// Fixed for the agent's lifetime: Ironic rejects a changed callback URL.
     pub callback_url: String,
-    pub token: Option<ironic_protocol::Secret>,
+    pub token: TokenSource,
     /// PEM of the auto-TLS certificate, sent as `agent_verify_ca`.
     pub verify_ca: Option<String>,
     /// `heartbeat_timeout` from lookup, in seconds.
     pub heartbeat_timeout: f64,
+}
+
+impl std::fmt::Debug for HeartbeatSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeartbeatSettings")
+            .field("node_uuid", &self.node_uuid)
+            .field("callback_url", &self.callback_url)
+            .field("token", &(self.token)())
+            .field("verify_ca", &self.verify_ca.as_ref().map(|_| "PEM"))
+            .field("heartbeat_timeout", &self.heartbeat_timeout)
+            .finish()
+    }
 }
 
 /// IPA's heartbeat loop: first beat at once, then every `heartbeat_timeout * U(0.3, 0.6)`
@@ -121,7 +138,7 @@ fn build_request(s: &HeartbeatSettings, server: ApiVersion) -> HeartbeatRequest 
     let version = server.min(ApiVersion::HEARTBEAT_MAX);
     HeartbeatRequest {
         callback_url: s.callback_url.clone(),
-        agent_token: (version >= ApiVersion::AGENT_TOKEN).then(|| s.token.clone()),
+        agent_token: (version >= ApiVersion::AGENT_TOKEN).then(|| (s.token)()),
         agent_version: (version >= ApiVersion::AGENT_VERSION)
             .then(|| IPA_COMPATIBLE_VERSION.to_string()),
         agent_verify_ca: if version >= ApiVersion::AGENT_VERIFY_CA {
@@ -141,7 +158,7 @@ mod tests {
         HeartbeatSettings {
             node_uuid: "n".into(),
             callback_url: "https://192.0.2.10:9999".into(),
-            token: Some(ironic_protocol::Secret::new("t".repeat(43))),
+            token: Arc::new(|| Some(ironic_protocol::Secret::new("t".repeat(43)))),
             verify_ca: Some("PEM".into()),
             heartbeat_timeout: 300.0,
         }
@@ -159,10 +176,29 @@ mod tests {
         assert_eq!(old, json!({"callback_url": "https://192.0.2.10:9999"}));
 
         let mut none = settings();
-        none.token = None;
+        none.token = Arc::new(|| None);
         let v = serde_json::to_value(build_request(&none, ApiVersion::new(1, 62))).unwrap();
         assert_eq!(v["agent_token"], json!(null), "token key present with null");
         assert!(v.get("agent_verify_ca").is_none());
+    }
+
+    #[test]
+    fn each_beat_sends_the_current_token() {
+        let current = Arc::new(std::sync::Mutex::new("a".repeat(43)));
+        let mut s = settings();
+        let source = current.clone();
+        s.token =
+            Arc::new(move || Some(ironic_protocol::Secret::new(source.lock().unwrap().clone())));
+        let v = ApiVersion::new(1, 115);
+        assert_eq!(
+            serde_json::to_value(build_request(&s, v)).unwrap()["agent_token"],
+            json!("a".repeat(43))
+        );
+        *current.lock().unwrap() = "b".repeat(43);
+        assert_eq!(
+            serde_json::to_value(build_request(&s, v)).unwrap()["agent_token"],
+            json!("b".repeat(43))
+        );
     }
 
     #[test]
