@@ -219,7 +219,7 @@ impl Service {
             node_uuid,
             callback_url,
             token: {
-                let agent = Arc::downgrade(&agent);
+                let agent = Arc::downgrade(agent);
                 Arc::new(move || {
                     agent
                         .upgrade()
