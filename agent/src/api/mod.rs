@@ -4,5 +4,5 @@
 mod routes;
 mod server;
 
-pub use routes::router;
+pub use routes::{router, MAX_COMMAND_BODY};
 pub use server::{bind, serve};

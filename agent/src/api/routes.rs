@@ -1,25 +1,57 @@
+//! Routes and handlers.
+//!
+//! # Hazards
+//! Anyone on the provisioning network can reach this API; only the conductor has the token.
+//! So nothing an unauthenticated request sends is buffered: the token is checked on the
+//! request head ([`require_token`]), before any handler, and only then may a handler read a
+//! body. Command bodies are large (inline configdrives, see [`MAX_COMMAND_BODY`]), so they
+//! are read under a small semaphore that bounds how many are held in memory at once.
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use http_body_util::BodyExt;
 use ironic_protocol::{Fault, IPA_COMPATIBLE_VERSION};
 use serde_json::{json, Value};
+use tokio::sync::Semaphore;
 
 use crate::agent::Agent;
 use crate::commands::{ApiError, Executor};
 
 type Params = Query<HashMap<String, String>>;
 
+/// The largest command body accepted (after authentication): 132 MiB.
+///
+/// The big thing Ironic sends inline is the configdrive (gzipped, base64), in
+/// `standby.prepare_image` and in the `write_image` deploy step, where Ironic 39 puts it
+/// twice (`args.configdrive` and `args.image_info.configdrive`, `drivers/modules/agent.py`).
+/// Ironic 39's API accepts a provision request, configdrive included, of at most
+/// `[api] max_json_body_size_provision` = 64 MiB (`conf/api.py`, enforced by
+/// `api/middleware/json_depth.py`), and IPA refuses a configdrive larger than 64 MiB
+/// unpacked (`MAX_CONFIG_DRIVE_SIZE_MB`). So: twice 64 MiB, plus 4 MiB for the rest of the
+/// step (image_info, JSON). IPA 13 itself sets no limit (werkzeug's `max_content_length` is
+/// unset). With `[deploy] configdrive_use_object_store` Ironic sends a URL instead.
+pub const MAX_COMMAND_BODY: usize = 2 * (64 << 20) + (4 << 20);
+
+/// How many command bodies may be read at once. Ironic sends one command at a time and the
+/// agent runs one at a time (another POST gets a 409); the second permit lets a retry start
+/// while a dead connection's upload is still being torn down. Each body may be
+/// [`MAX_COMMAND_BODY`] plus its parsed JSON.
+const COMMAND_BODY_PERMITS: usize = 2;
+
 /// What every handler reaches: the agent's state and the commands it runs.
 #[derive(Clone)]
 struct ApiState {
     agent: Arc<Agent>,
     executor: Arc<Executor>,
+    bodies: Arc<Semaphore>,
 }
 
 impl IntoResponse for ApiError {
@@ -35,7 +67,24 @@ fn fault(status: u16, text: impl Into<String>) -> Response {
 
 /// The API router. Paths are strict about trailing slashes, like IPA's werkzeug routes:
 /// `/v1/commands` redirects to `/v1/commands/`.
+///
+/// Every route in the `authenticated` group passes [`require_token`] first; the others
+/// (version documents, status, the slash redirects) are IPA's unauthenticated ones.
 pub fn router(agent: Arc<Agent>, executor: Arc<Executor>) -> Router {
+    let state = ApiState {
+        agent,
+        executor,
+        bodies: Arc::new(Semaphore::new(COMMAND_BODY_PERMITS)),
+    };
+    let authenticated = Router::new()
+        .route("/commands/", get(list_commands).post(run_command))
+        .route("/v1/commands/", get(list_commands).post(run_command))
+        .route("/commands/{id}", get(get_command))
+        .route("/v1/commands/{id}", get(get_command))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ));
     Router::new()
         .route("/", get(root))
         .route("/v1", get(v1))
@@ -44,14 +93,25 @@ pub fn router(agent: Arc<Agent>, executor: Arc<Executor>) -> Router {
         .route("/v1/status", get(status))
         .route("/commands", get(add_slash).post(add_slash))
         .route("/v1/commands", get(add_slash).post(add_slash))
-        .route("/commands/", get(list_commands).post(run_command))
-        .route("/v1/commands/", get(list_commands).post(run_command))
-        .route("/commands/{id}", get(get_command))
-        .route("/v1/commands/{id}", get(get_command))
+        .merge(authenticated)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(log_request))
-        .with_state(ApiState { agent, executor })
+        .with_state(state)
+}
+
+/// IPA's token check (`require_agent_token_for_command`), on the request head only: a
+/// request without the token is answered before its body is read, so it costs no memory and
+/// cannot hold the connection by trickling a body.
+async fn require_token(State(api): State<ApiState>, req: Request, next: Next) -> Response {
+    let token_ok = Query::<HashMap<String, String>>::try_from_uri(req.uri())
+        .ok()
+        .and_then(|Query(params)| params.get("agent_token").cloned())
+        .is_some_and(|t| api.agent.token_matches(&t));
+    if !token_ok {
+        return ApiError::Unauthorized.into_response();
+    }
+    next.run(req).await
 }
 
 /// One line per request: method, path and status. Never the query string, which carries the
@@ -132,24 +192,13 @@ async fn status(State(api): State<ApiState>) -> Response {
         .into_response()
 }
 
-fn check_token(agent: &Agent, params: &HashMap<String, String>) -> Result<(), ApiError> {
-    match params.get("agent_token") {
-        Some(t) if agent.token_matches(t) => Ok(()),
-        _ => Err(ApiError::Unauthorized),
-    }
-}
-
 fn wants_wait(params: &HashMap<String, String>) -> bool {
     params
         .get("wait")
         .is_some_and(|w| w.eq_ignore_ascii_case("true"))
 }
 
-async fn list_commands(
-    State(api): State<ApiState>,
-    Query(params): Params,
-) -> Result<Response, ApiError> {
-    check_token(&api.agent, &params)?;
+async fn list_commands(State(api): State<ApiState>) -> Result<Response, ApiError> {
     Ok(Json(json!({"commands": api.agent.history().snapshot()})).into_response())
 }
 
@@ -158,7 +207,6 @@ async fn get_command(
     Path(id): Path<String>,
     Query(params): Params,
 ) -> Result<Response, ApiError> {
-    check_token(&api.agent, &params)?;
     let record = api
         .agent
         .history()
@@ -173,27 +221,79 @@ async fn get_command(
 async fn run_command(
     State(api): State<ApiState>,
     Query(params): Params,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    check_token(&api.agent, &params)?;
-    // IPA parses the body as JSON whatever the Content-Type says.
-    let body: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::InvalidBody(format!("body is not JSON: {e}")))?;
-    let (Some(Value::String(name)), Some(Value::Object(cmd_params))) =
-        (body.get("name"), body.get("params"))
-    else {
-        return Err(ApiError::InvalidBody(
-            "Missing or invalid name or params".into(),
-        ));
-    };
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Response> {
+    let body = read_command_body(&api, &headers, body).await?;
+    let (name, cmd_params) = parse_command(&body).map_err(IntoResponse::into_response)?;
+    // The raw body can be as large as the parsed one; it is not kept while the command runs.
+    drop(body);
     let record = api
         .executor
-        .execute(&api.agent, name, cmd_params.clone())
-        .await?;
+        .execute(&api.agent, &name, cmd_params)
+        .await
+        .map_err(IntoResponse::into_response)?;
     if wants_wait(&params) {
         record.wait().await;
     }
     Ok(Json(record.snapshot()).into_response())
+}
+
+/// werkzeug's `RequestEntityTooLarge`, in IPA's fault shape.
+fn too_large() -> Response {
+    fault(
+        413,
+        "413 Request Entity Too Large: The data value transmitted exceeds the capacity limit.",
+    )
+}
+
+/// Reads an authenticated command body of at most [`MAX_COMMAND_BODY`] bytes, holding one of
+/// the body permits meanwhile. A `Content-Length` above the limit is refused before anything
+/// is read.
+async fn read_command_body(
+    api: &ApiState,
+    headers: &HeaderMap,
+    mut body: Body,
+) -> Result<Vec<u8>, Response> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_COMMAND_BODY as u64) {
+        return Err(too_large());
+    }
+    // The semaphore is never closed.
+    let _permit = api.bodies.acquire().await.map_err(|_| too_large())?;
+    // One allocation when the length is declared: no doubling copies of a 100 MiB body.
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ApiError::InvalidBody(format!("reading the body: {e}")).into_response())?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > MAX_COMMAND_BODY {
+                return Err(too_large());
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf)
+}
+
+/// IPA's `{"name": ..., "params": {...}}`, parsed as JSON whatever the Content-Type says.
+fn parse_command(body: &[u8]) -> Result<(String, serde_json::Map<String, Value>), ApiError> {
+    let body: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::InvalidBody(format!("body is not JSON: {e}")))?;
+    let Value::Object(mut body) = body else {
+        return Err(ApiError::InvalidBody(
+            "Missing or invalid name or params".into(),
+        ));
+    };
+    match (body.remove("name"), body.remove("params")) {
+        (Some(Value::String(name)), Some(Value::Object(params))) => Ok((name, params)),
+        _ => Err(ApiError::InvalidBody(
+            "Missing or invalid name or params".into(),
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -201,7 +301,7 @@ mod tests {
     use super::*;
     use crate::commands::{CommandDef, CommandValue, Mode, NoParams, Params};
     use crate::lifecycle::Service;
-    use axum::body::Body;
+    use axum::body::{Body, Bytes};
     use axum::http::Request;
     use tower::ServiceExt;
 
@@ -290,6 +390,90 @@ mod tests {
             json!({"commands": []}),
             "a fresh agent has an empty history"
         );
+    }
+
+    /// A request whose body never arrives: only a handler that reads it waits.
+    fn request_with_unsent_body(uri: &str, content_length: u64) -> Request<Body> {
+        let never = futures_util::stream::pending::<Result<Bytes, std::io::Error>>();
+        Request::builder()
+            .method("POST")
+            .uri(uri)
+            .header("Content-Length", content_length.to_string())
+            .body(Body::from_stream(never))
+            .unwrap()
+    }
+
+    async fn within_a_second(service: &Service, req: Request<Body>) -> (u16, Value) {
+        let resp = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            service.router().oneshot(req),
+        )
+        .await
+        .expect("answered without waiting for the body")
+        .unwrap();
+        let status = resp.status().as_u16();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_request_without_the_token_is_refused_before_its_body_is_read() {
+        let a = agent(Default::default());
+        for uri in [
+            "/v1/commands/",
+            "/v1/commands/?agent_token=wrong",
+            "/commands/",
+        ] {
+            // Below any body limit, so only the order of the checks decides.
+            let (status, body) = within_a_second(&a, request_with_unsent_body(uri, 1 << 20)).await;
+            assert_eq!(status, 401, "{uri}");
+            assert_eq!(body["faultstring"], "401 Unauthorized: Token invalid.");
+            assert_eq!(body["faultcode"], "Client");
+        }
+        // The token check comes before the size check too: a stranger learns nothing else.
+        let huge = MAX_COMMAND_BODY as u64 + 1;
+        let (status, _) =
+            within_a_second(&a, request_with_unsent_body("/v1/commands/", huge)).await;
+        assert_eq!(status, 401);
+    }
+
+    #[tokio::test]
+    async fn command_bodies_above_the_limit_get_413_and_large_ones_below_it_work() {
+        let a = agent(Default::default());
+        let huge = MAX_COMMAND_BODY as u64 + 1;
+        let (status, body) = within_a_second(&a, request_with_unsent_body(&cmds(""), huge)).await;
+        assert_eq!(status, 413, "declared too large: refused before reading");
+        assert_eq!(
+            body["faultstring"],
+            "413 Request Entity Too Large: The data value transmitted exceeds the capacity limit."
+        );
+        assert_eq!(body["faultcode"], "Client");
+
+        // Without a Content-Length the limit is counted as the body streams in.
+        let chunk = Bytes::from(vec![b' '; 1 << 20]);
+        let chunks = MAX_COMMAND_BODY / chunk.len() + 1;
+        let stream = futures_util::stream::iter(
+            std::iter::repeat_n(chunk, chunks).map(Ok::<_, std::io::Error>),
+        );
+        let req = Request::builder()
+            .method("POST")
+            .uri(cmds(""))
+            .body(Body::from_stream(stream))
+            .unwrap();
+        let resp = a.router().oneshot(req).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 413);
+
+        // An inline configdrive of some MiB (axum's default limit was 2 MiB) goes through.
+        let pad = "A".repeat(8 << 20);
+        let body = json!({"name": "test.needs", "params": {"count": 1, "configdrive": pad}});
+        let (s, b) = call(&a, "POST", &cmds("&wait=true"), &body.to_string()).await;
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(b["command_status"], "SUCCEEDED");
     }
 
     #[tokio::test]
