@@ -245,10 +245,15 @@ impl Service {
         if identity.is_some() {
             agent.set_https();
         }
+        let limits = api::Limits {
+            max_connections: agent.config().options.api_max_connections as usize,
+            ..api::Limits::default()
+        };
         let server = tokio::spawn(api::serve(
             listener,
             identity.map(|i| i.config),
             self.router(),
+            limits,
             agent.stopping(),
         ));
         let heartbeats = heartbeater.map(|h| tokio::spawn(h.run(agent.stopping())));

@@ -22,6 +22,7 @@ use ironic_protocol::{Fault, IPA_COMPATIBLE_VERSION};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
+use super::connections::ConnectionHandle;
 use crate::agent::Agent;
 use crate::commands::{ApiError, Executor};
 
@@ -102,7 +103,8 @@ pub fn router(agent: Arc<Agent>, executor: Arc<Executor>) -> Router {
 
 /// IPA's token check (`require_agent_token_for_command`), on the request head only: a
 /// request without the token is answered before its body is read, so it costs no memory and
-/// cannot hold the connection by trickling a body.
+/// cannot hold the connection by trickling a body. A connection that passes is marked
+/// authenticated, which protects it when the server sheds connections.
 async fn require_token(State(api): State<ApiState>, req: Request, next: Next) -> Response {
     let token_ok = Query::<HashMap<String, String>>::try_from_uri(req.uri())
         .ok()
@@ -110,6 +112,9 @@ async fn require_token(State(api): State<ApiState>, req: Request, next: Next) ->
         .is_some_and(|t| api.agent.token_matches(&t));
     if !token_ok {
         return ApiError::Unauthorized.into_response();
+    }
+    if let Some(conn) = req.extensions().get::<ConnectionHandle>() {
+        conn.mark_authenticated();
     }
     next.run(req).await
 }

@@ -161,6 +161,8 @@ options! {
     listen_host: String = "::", group "DEFAULT", cmdline "ipa-listen-host";
     /// Port the agent API listens on.
     listen_port: u16 = "9999", group "DEFAULT", cmdline "ipa-listen-port";
+    /// Most API connections open at once; at the limit an idle connection that never showed the agent token is dropped first (not an IPA option).
+    api_max_connections: u32 = "64", group "DEFAULT", cmdline "ipa-api-max-connections";
     /// Serve the API over TLS with tls_cert_file/tls_key_file instead of auto-TLS.
     listen_tls: bool = "false", group "DEFAULT";
     /// PEM certificate (chain) for listen_tls.
