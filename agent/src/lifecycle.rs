@@ -257,19 +257,8 @@ impl Service {
             agent.stopping(),
         ));
         let heartbeats = heartbeater.map(|h| tokio::spawn(h.run(agent.stopping())));
-        let mut stop = agent.stopping();
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => {}
-            _ = shutdown_signal() => {
-                tracing::info!("termination signal received, exiting");
-                agent.stop_serving();
-                let _ = server.await;
-                return Ok(());
-            }
-        }
-        let _ = server.await;
-        if let Some(h) = heartbeats {
-            let _ = h.await;
+        if supervise(agent, server, heartbeats, shutdown_signal()).await? == Ended::Signalled {
+            return Ok(());
         }
         match agent.after_stop() {
             Some(AfterStop::Lockdown) => lockdown::take_network_down(agent.guard()),
@@ -280,6 +269,66 @@ impl Service {
         }
         idle_forever().await
     }
+}
+
+/// How serving ended, when it ended well.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    /// The agent stopped its API (lockdown, finalised rescue).
+    Stopped,
+    /// A termination signal.
+    Signalled,
+}
+
+/// Serves until the agent stops its API or `signal` comes, then waits for the API server and
+/// the heartbeats to stop. Either task ending while the agent still serves (a panic, or a
+/// return it makes only when told to stop) is fatal: a ramdisk whose API or heartbeats are dead
+/// looks alive to nobody, so the agent exits non-zero and the init restarts it.
+async fn supervise(
+    agent: &Agent,
+    mut server: tokio::task::JoinHandle<()>,
+    mut heartbeats: Option<tokio::task::JoinHandle<()>>,
+    signal: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<Ended> {
+    let mut stop = agent.stopping();
+    let heartbeats_ended = async {
+        match heartbeats.as_mut() {
+            Some(h) => h.await,
+            None => std::future::pending().await,
+        }
+    };
+    let stopping = || *agent.stopping().borrow();
+    tokio::select! {
+        // First, so a task that ended because it was told to stop is not taken for dead.
+        biased;
+        _ = stop.wait_for(|s| *s) => {}
+        _ = signal => {
+            tracing::info!("termination signal received, exiting");
+            agent.stop_serving();
+            joined("API server", server.await)?;
+            return Ok(Ended::Signalled);
+        }
+        ended = &mut server, if !stopping() => return Err(died("API server", ended)),
+        ended = heartbeats_ended, if !stopping() => return Err(died("heartbeat", ended)),
+    }
+    joined("API server", server.await)?;
+    if let Some(h) = heartbeats {
+        joined("heartbeat", h.await)?;
+    }
+    Ok(Ended::Stopped)
+}
+
+fn joined(task: &str, ended: Result<(), tokio::task::JoinError>) -> anyhow::Result<()> {
+    ended.map_err(|e| anyhow::anyhow!("the {task} task failed: {e}"))
+}
+
+fn died(task: &str, ended: Result<(), tokio::task::JoinError>) -> anyhow::Error {
+    let error = match ended {
+        Ok(()) => anyhow::anyhow!("the {task} task ended while the agent was serving"),
+        Err(e) => anyhow::anyhow!("the {task} task failed: {e}"),
+    };
+    tracing::error!("{error}");
+    error
 }
 
 fn static_identity(agent: &Agent) -> anyhow::Result<Option<tls::ServerIdentity>> {
@@ -364,4 +413,66 @@ async fn shutdown_signal() {
 async fn idle_forever() -> anyhow::Result<()> {
     shutdown_signal().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service() -> Service {
+        let config = Config::from_args(["ironic-agent", "--cmdline-file", "/dev/null"]).unwrap();
+        Service::new(config, LogBuffer::new(1024)).unwrap()
+    }
+
+    fn serving_until_stopped(agent: &Agent) -> tokio::task::JoinHandle<()> {
+        let mut stop = agent.stopping();
+        tokio::spawn(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+    }
+
+    #[tokio::test]
+    async fn a_panicking_api_server_ends_serving_with_an_error() {
+        let s = service();
+        let server = tokio::spawn(async { panic!("API boom") });
+        let heartbeats = serving_until_stopped(&s.agent);
+        let error = supervise(&s.agent, server, Some(heartbeats), std::future::pending())
+            .await
+            .unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("API server task failed"), "{text}");
+        assert!(text.contains("API boom"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_heartbeater_ends_serving_with_an_error() {
+        let s = service();
+        let server = serving_until_stopped(&s.agent);
+        let heartbeats = tokio::spawn(async { panic!("heartbeat boom") });
+        let error = supervise(&s.agent, server, Some(heartbeats), std::future::pending())
+            .await
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("heartbeat task failed"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn stopping_and_signals_end_serving_cleanly() {
+        let s = service();
+        let (server, heartbeats) = (
+            serving_until_stopped(&s.agent),
+            serving_until_stopped(&s.agent),
+        );
+        s.agent.stop_serving();
+        let ended = supervise(&s.agent, server, Some(heartbeats), std::future::pending()).await;
+        assert_eq!(ended.unwrap(), Ended::Stopped);
+
+        let s = service();
+        let server = serving_until_stopped(&s.agent);
+        let ended = supervise(&s.agent, server, None, async {}).await;
+        assert_eq!(ended.unwrap(), Ended::Signalled);
+        assert!(*s.agent.stopping().borrow(), "a signal stops the API");
+    }
 }

@@ -67,6 +67,8 @@ fn run_inner(plugins: Option<ManagerFactory>) -> ExitCode {
             .run()
             .await
     });
+    // A blocking task (a disk write) must not keep a dying agent alive: the init restarts it.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
