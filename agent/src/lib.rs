@@ -7,8 +7,8 @@
 //! [`conductor`] is the client of Ironic's API (lookup, heartbeats); [`deploy`] writes images
 //! through `image-pipeline` and `disk-layout`; [`inspection`] posts IPA's collectors;
 //! [`config`] reads kernel parameters, INI files and flags; [`tls`], [`lockdown`], [`logging`],
-//! [`redact`] (secrets out of what is echoed) and [`plugins`] (operators' compiled-in
-//! managers) do one job each.
+//! [`redact`] (secrets out of what is echoed), [`rlimit`] and [`plugins`] (operators'
+//! compiled-in managers) do one job each.
 
 pub mod agent;
 pub mod api;
@@ -23,6 +23,7 @@ pub mod lockdown;
 pub mod logging;
 pub mod plugins;
 pub mod redact;
+pub mod rlimit;
 mod run;
 pub mod tls;
 

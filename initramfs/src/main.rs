@@ -83,6 +83,7 @@ fn main() {
         "kernel command line: {}",
         ramdisk_contract::cmdline::redact(cmdline_text.trim())
     );
+    raise_open_files_limit();
     let config = load_config();
     set_hostname(DEFAULT_HOSTNAME);
 
@@ -109,6 +110,25 @@ fn main() {
     let network = Network::default();
     start_network(&network, dhcp_mode, bootif.as_deref());
     supervise(&config);
+}
+
+/// The kernel starts PID 1 with 1024 open files (soft), which every child inherits: the agent
+/// would run out of descriptors long before its API connection cap. As root the init may
+/// raise the hard limit too; the agent then only checks.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok(l) => l,
+        Err(e) => {
+            log!("reading the open files limit: {e}");
+            return;
+        }
+    };
+    let (new_soft, new_hard) = ramdisk_contract::limits::open_files(soft, hard, true);
+    match setrlimit(Resource::RLIMIT_NOFILE, new_soft, new_hard) {
+        Ok(()) => log!("open files limit {new_soft} (hard {new_hard}), was {soft} ({hard})"),
+        Err(e) => log!("raising the open files limit to {new_soft}: {e}; it stays {soft} ({hard})"),
+    }
 }
 
 // --- filesystems ---------------------------------------------------------------------------

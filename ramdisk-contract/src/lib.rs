@@ -152,6 +152,42 @@ pub mod cmdline {
     }
 }
 
+/// Process limits the init sets for the agent and the agent makes sure of.
+pub mod limits {
+    /// The open-files limit (`RLIMIT_NOFILE`) the agent runs with. The kernel starts PID 1 at
+    /// 1024 (soft) / 4096 (hard); the agent needs a descriptor per API connection (at most
+    /// `api_max_connections`), per image download and disk, per external manager's pipes, and
+    /// its runtime's own. 65536 is far above that, and low enough for tools that walk every
+    /// possible descriptor (a `close_fds` without `close_range`) to stay fast.
+    pub const OPEN_FILES: u64 = 65_536;
+
+    /// The `(soft, hard)` open-files limit to ask for, given the current one: the soft limit
+    /// raised to [`OPEN_FILES`], the hard one too when the caller may raise it (root, with
+    /// `CAP_SYS_RESOURCE`), else the soft one only up to the hard one. Never lowers either.
+    pub fn open_files(soft: u64, hard: u64, may_raise_hard: bool) -> (u64, u64) {
+        let hard = if may_raise_hard {
+            hard.max(OPEN_FILES)
+        } else {
+            hard
+        };
+        (soft.max(OPEN_FILES.min(hard)), hard)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn raises_to_the_target_within_what_may_be_raised_and_never_lowers() {
+            assert_eq!(open_files(1024, 4096, true), (OPEN_FILES, OPEN_FILES));
+            assert_eq!(open_files(1024, 4096, false), (4096, 4096));
+            assert_eq!(open_files(1024, 1 << 20, false), (OPEN_FILES, 1 << 20));
+            assert_eq!(open_files(1 << 19, 1 << 20, true), (1 << 19, 1 << 20));
+            assert_eq!(open_files(1024, u64::MAX, false), (OPEN_FILES, u64::MAX));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::paths;
