@@ -41,8 +41,8 @@ pub async fn bind(host: &str, port: u16) -> std::io::Result<TcpListener> {
 ///
 /// Connections are capped and shed, and idle ones closed, by `limits` (see
 /// [`super::connections`]); each request carries its connection's
-/// [`ConnectionHandle`](super::ConnectionHandle) so
-/// the token check can mark the connection as the conductor's.
+/// [`ConnectionHandle`](super::ConnectionHandle) so the token check can mark the connection
+/// as the conductor's.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -218,11 +218,19 @@ mod tests {
         Running { addr, _stop: stop }
     }
 
-    /// One HTTP/1.1 request on `stream` (kept alive); the status, or `None` when the server
+    /// One HTTP/1.1 GET on `stream` (kept alive); the status, or `None` when the server
     /// closed the connection instead of answering.
     async fn get(stream: &mut TcpStream, path: &str) -> Option<u16> {
-        let req = format!("GET {path} HTTP/1.1\r\nHost: agent\r\n\r\n");
-        stream.write_all(req.as_bytes()).await.ok()?;
+        send(
+            stream,
+            &format!("GET {path} HTTP/1.1\r\nHost: agent\r\n\r\n"),
+        )
+        .await
+    }
+
+    /// Writes `request` as is and reads one response.
+    async fn send(stream: &mut TcpStream, request: &str) -> Option<u16> {
+        stream.write_all(request.as_bytes()).await.ok()?;
         let mut head = Vec::new();
         while !head.ends_with(b"\r\n\r\n") {
             let mut byte = [0u8; 1];
@@ -325,6 +333,18 @@ mod tests {
             "and it can open a new one"
         );
         assert!(server_side_sockets(server.addr.port()) <= cap + 1);
+    }
+
+    #[tokio::test]
+    async fn a_post_without_the_token_is_answered_without_waiting_for_its_body() {
+        let server = start(service().router(), None, Limits::default()).await;
+        let mut stranger = TcpStream::connect(server.addr).await.unwrap();
+        let head = "POST /v1/commands/?agent_token=wrong HTTP/1.1\r\nHost: agent\r\n\
+            Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n";
+        let answer = tokio::time::timeout(Duration::from_secs(2), send(&mut stranger, head))
+            .await
+            .expect("answered while the body is still owed");
+        assert_eq!(answer, Some(401));
     }
 
     #[tokio::test]
@@ -443,7 +463,14 @@ mod tests {
                 })
             })
             .collect();
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        for _ in 0..100 {
+            if active.load(Ordering::SeqCst) >= max {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Time for any stream beyond the limit to reach the handler too.
+        tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(active.load(Ordering::SeqCst), max, "streams served at once");
         release.add_permits(max * 3);
         let mut served = 0;
