@@ -145,6 +145,10 @@ impl Packet {
         b[28..34].copy_from_slice(&self.chaddr);
         b.extend_from_slice(&MAGIC);
         for (code, data) in &self.options {
+            // A zero-length option (rapid commit, 80) is an option too; `chunks` yields none.
+            if data.is_empty() {
+                b.extend_from_slice(&[*code, 0]);
+            }
             // Options longer than 255 bytes are split, as RFC 3396 allows.
             for chunk in data.chunks(255) {
                 b.push(*code);
@@ -538,6 +542,16 @@ pub fn renew(
 
 #[cfg(test)]
 mod tests {
+    /// Found by fuzz/fuzz_targets/dhcp.rs: a reply with an empty option 84 lost it on
+    /// re-encoding.
+    #[test]
+    fn zero_length_options_survive_a_round_trip() {
+        let mut p = Packet::discover(0x3903_f326, [0x52, 0x54, 0, 0x12, 0x34, 0x56], 0);
+        p.options.insert(1, (84, Vec::new()));
+        p.options.push((80, Vec::new()));
+        assert_eq!(Packet::decode(&p.encode()), Some(p));
+    }
+
     use super::*;
     use std::collections::VecDeque;
 
