@@ -76,41 +76,64 @@ pub mod cmdline {
     }
 
     /// `text` (a command line, or a log holding one, such as the kernel's "Kernel command
-    /// line: ..." line) with the value of every secret parameter replaced by `***`, up to
-    /// the next whitespace or closing quote. Everything else is kept byte for byte.
+    /// line: ..." line) with the value of every secret parameter replaced by `***`. The
+    /// value is what [`words`] gives, quotes and all: `ipa-agent-token="a b"` and
+    /// `"ipa-agent-token=a b"` hide `a b`, not just `a`. Quotes are counted per line (a
+    /// command line is one line; a stray quote in an earlier log line must not hide a word
+    /// from the check). Everything else is kept byte for byte, and every line keeps its
+    /// words.
     pub fn redact(text: &str) -> String {
         let mut out = String::with_capacity(text.len());
+        for (i, line) in text.split('\n').enumerate() {
+            if i > 0 {
+                out.push('\n');
+            }
+            redact_line(line, &mut out);
+        }
+        out
+    }
+
+    fn redact_line(line: &str, out: &mut String) {
         let mut copied = 0;
-        let mut hits: Vec<(usize, usize)> = SECRET_PARAMS
-            .iter()
-            .flat_map(|key| {
-                text.match_indices(key).filter_map(|(at, _)| {
-                    let value = at + key.len() + 1;
-                    let starts_word = text[..at]
-                        .chars()
-                        .next_back()
-                        .is_none_or(|c| c.is_whitespace() || c == '"');
-                    (starts_word && text[at + key.len()..].starts_with('=')).then_some(value)
-                })
-            })
-            .map(|value| {
-                let len = text[value..]
-                    .find(|c: char| c.is_whitespace() || c == '"')
-                    .unwrap_or(text.len() - value);
-                (value, value + len)
-            })
-            .collect();
-        hits.sort_unstable();
-        for (start, end) in hits {
-            if start < copied {
+        let mut chars = line.char_indices().peekable();
+        loop {
+            while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
+            let Some(&(_, _)) = chars.peek() else { break };
+            // One word as the kernel's `next_arg` reads it: unquoted text, and where the
+            // first `=` outside the word's quotes ends (the key), in raw byte positions.
+            let mut unquoted = String::new();
+            let mut eq = None;
+            let mut in_quotes = false;
+            let mut end = line.len();
+            while let Some(&(at, c)) = chars.peek() {
+                if c.is_whitespace() && !in_quotes {
+                    end = at;
+                    break;
+                }
+                chars.next();
+                if c == '"' {
+                    in_quotes = !in_quotes;
+                    continue;
+                }
+                if c == '=' && eq.is_none() {
+                    eq = Some((unquoted.clone(), at + 1));
+                }
+                unquoted.push(c);
+            }
+            let Some((key, value)) = eq else { continue };
+            if !is_secret_param(&key) {
                 continue;
             }
-            out.push_str(&text[copied..start]);
+            out.push_str(&line[copied..value]);
             out.push_str("***");
+            // An odd number of quotes in the hidden part: keep one, so that the words after
+            // this one read as before.
+            if line[value..end].matches('"').count() % 2 == 1 {
+                out.push('"');
+            }
             copied = end;
         }
-        out.push_str(&text[copied..]);
-        out
+        out.push_str(&line[copied..]);
     }
 
     #[cfg(test)]
@@ -129,7 +152,7 @@ pub mod cmdline {
             );
             assert_eq!(
                 redact("\"ipa-agent-token=a b\" ipa-agent-token=c"),
-                "\"ipa-agent-token=*** b\" ipa-agent-token=***"
+                "\"ipa-agent-token=***\" ipa-agent-token=***"
             );
             // Only the parameter itself, not a longer name that ends like it.
             assert_eq!(
@@ -137,6 +160,33 @@ pub mod cmdline {
                 "x-ipa-agent-token=keep ipa-agent-tokens=keep ipa-agent-token=***"
             );
             assert_eq!(redact(""), "");
+        }
+
+        /// Found by fuzz/fuzz_targets/cmdline.rs: a quoted value was cut at its opening
+        /// quote, so `a b` stayed in the log. `x="ipa-agent-token=c d"` is parameter `x`,
+        /// not the token, and is kept.
+        #[test]
+        fn quoted_secret_values_are_redacted_whole() {
+            let line =
+                "[0.000000] Kernel command line: ipa-agent-token=\"a b\" x=\"ipa-agent-token=c d\"";
+            assert_eq!(
+                redact(line),
+                "[0.000000] Kernel command line: ipa-agent-token=*** x=\"ipa-agent-token=c d\""
+            );
+            assert_eq!(
+                redact("ipa-agent-token=a\"b c\"d e"),
+                "ipa-agent-token=*** e"
+            );
+            assert_eq!(redact("\"ipa-agent-token=a b"), "\"ipa-agent-token=***");
+            assert_eq!(
+                redact("ipa-\"agent\"-token=s k"),
+                "ipa-\"agent\"-token=*** k"
+            );
+            for text in ["ipa-agent-token=\"a b\" y", "\"ipa-agent-token=a b\" y=1"] {
+                let w = words(&redact(text));
+                assert_eq!(w.len(), words(text).len(), "{text}");
+                assert_eq!(w[0], "ipa-agent-token=***", "{text}");
+            }
         }
 
         #[test]
