@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything a change must pass, from a fresh Debian 12 machine, as root:
-# setup, formatting, clippy, the agent build the end-to-end tests run, and all tests.
+# setup, formatting, clippy, the agent build the end-to-end tests run, all tests, and a short
+# run of every fuzz target (a crash fails).
 #
 #   tests/run-all.sh
 set -euo pipefail
@@ -20,3 +21,5 @@ cargo build --release --target x86_64-unknown-linux-musl -p ironic-agent -p iron
 cargo build --release -p ironic-agent-build
 echo "== cargo test"
 cargo test --workspace
+echo "== fuzz smoke: every target for 10 s (tests/fuzz.sh)"
+bash tests/fuzz.sh --seconds 10

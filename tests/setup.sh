@@ -87,6 +87,11 @@ if command -v rustup >/dev/null 2>&1; then
     fi
   done
 fi
+# cargo-fuzz for tests/fuzz.sh (the fuzz smoke of run-all.sh); from crates.io, once.
+if command -v cargo >/dev/null 2>&1 && ! command -v cargo-fuzz >/dev/null 2>&1; then
+  log "cargo install cargo-fuzz --locked (about 2 min)"
+  cargo install -q cargo-fuzz --locked
+fi
 # The ramdisk: QEMU, iPXE, ipmi_sim, musl, a Debian kernel package (tests/setup-ramdisk.sh).
 bash "$(dirname "$0")/setup-ramdisk.sh"
 log "done"
