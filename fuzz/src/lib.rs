@@ -17,7 +17,7 @@ impl Rng {
         Rng(seed | 1)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -29,11 +29,11 @@ impl Rng {
     /// Chunk lengths skewed toward tiny ones, so chunk boundaries fall inside headers,
     /// table entries and compressed streams, not only between clusters.
     pub fn chunk_len(&mut self) -> usize {
-        (match self.next() % 4 {
-            0 => 1 + self.next() % 8,
-            1 => 1 + self.next() % 512,
-            2 => 1 + self.next() % 8192,
-            _ => 1 + self.next() % 70_000,
+        (match self.next_u64() % 4 {
+            0 => 1 + self.next_u64() % 8,
+            1 => 1 + self.next_u64() % 512,
+            2 => 1 + self.next_u64() % 8192,
+            _ => 1 + self.next_u64() % 70_000,
         }) as usize
     }
 }
@@ -48,7 +48,7 @@ pub fn chunks(file: &Bytes, seed: u8) -> Vec<Bytes> {
     let mut out = Vec::new();
     let mut at = 0;
     while at < file.len() {
-        if rng.next() % 16 == 0 {
+        if rng.next_u64().is_multiple_of(16) {
             out.push(Bytes::new());
         }
         let len = rng.chunk_len().min(file.len() - at);
