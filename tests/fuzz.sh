@@ -9,7 +9,7 @@
 #
 # Each run starts from the committed seeds (fuzz/corpus/<target>, read only) plus what earlier
 # runs found on this machine (fuzz/work/<target>, not committed). The CI smoke is
-# `tests/fuzz.sh --seconds 10`; a heavy run before resolving a fuzzing issue, `--minutes 10`.
+# `tests/fuzz.sh --seconds 5`; a heavy run before resolving a fuzzing issue, `--minutes 10`.
 #
 # Environment: FUZZ_RSS_LIMIT_MB (default 2048), FUZZ_TIMEOUT_S per input (default 10).
 set -euo pipefail

@@ -21,5 +21,5 @@ cargo build --release --target x86_64-unknown-linux-musl -p ironic-agent -p iron
 cargo build --release -p ironic-agent-build
 echo "== cargo test"
 cargo test --workspace
-echo "== fuzz smoke: every target for 10 s (tests/fuzz.sh)"
-bash tests/fuzz.sh --seconds 10
+echo "== fuzz smoke: every target for 5 s (tests/fuzz.sh)"
+bash tests/fuzz.sh --seconds 5
