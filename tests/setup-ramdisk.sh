@@ -36,7 +36,10 @@ for cmd in "${!PACKAGE_OF[@]}"; do
 done
 # The iPXE ROM QEMU's virtio NIC boots from.
 [[ -e /usr/lib/ipxe/qemu/efi-virtio.rom ]] || missing+=(ipxe-qemu)
+# qemu-img and qemu-io come from qemu-utils, which must match qemu-system's version: a newer
+# qemu-utils (from backports) is otherwise removed by apt when it installs qemu-system-x86.
 if ((${#missing[@]})); then
+  missing+=(qemu-utils)
   log "installing ${missing[*]}"
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -12,6 +12,7 @@
 //! * [`signatures`]: `wipefs`-style probing and erasing of filesystem, RAID, LVM and
 //!   partition-table magics.
 //! * [`rescan`]: making the kernel drop the partitions and pages it cached.
+//! * [`watch`]: seeing that a disk stopped completing requests.
 
 mod disk;
 #[cfg(any(test, feature = "fixtures"))]
@@ -22,7 +23,9 @@ pub mod partition_table;
 pub mod region;
 pub mod rescan;
 pub mod signatures;
+pub mod watch;
 
 pub use disk::{OpenError, WritableDisk};
 pub use guard::{running_in_ramdisk, DeviceGuard, GuardError, NotAllowed};
 pub use region::{Extent, ReadAt, Region};
+pub use watch::{IoWatch, Stall};

@@ -8,12 +8,21 @@
 //! ```
 //! The first MiB of the target is written last, and only once the whole file's checksum
 //! matched (see [`crate::sink`]); any failure after writing began wipes it.
+//!
+//! A stalled disk: the writer thread may block in the kernel for ever. This thread never
+//! waits on it without a deadline: queueing an op and waiting for the commit both check the
+//! writer's [`IoWatch`], and once one disk request is older than the writer's stall limit
+//! the run fails with [`SinkError::Stalled`], cancels the writer and leaves its thread behind
+//! (a thread in uninterruptible sleep cannot be stopped; it refuses all further work if its
+//! request ever returns).
 
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use blockdev::IoWatch;
 use bytes::Bytes;
+use crossbeam_channel as channel;
 
 use crate::checksum::{ChecksumError, ExpectedChecksum, Hasher};
 use crate::decoder::{DecodeError, DecodeSummary, Decoder, Opened};
@@ -108,8 +117,13 @@ pub fn run(
 ) -> Result<Report, PipelineError> {
     let started = Instant::now();
     let fits = writer.capacity_check();
-    let (op_tx, op_rx) = sync_channel::<WriteOp>(WRITE_QUEUE);
-    let writer_thread = spawn_writer(writer, op_rx);
+    let stall = StallCheck {
+        watch: writer.watch(),
+        limit: writer.stall_limit(),
+        path: writer.path().to_path_buf(),
+    };
+    let (op_tx, op_rx) = channel::bounded::<ToWriter>(WRITE_QUEUE);
+    let done = spawn_writer(writer, op_rx);
     let mut before_write = before_write;
     let job = Job {
         image_id,
@@ -117,6 +131,7 @@ pub fn run(
         open,
         fits: &fits,
         op_tx: &op_tx,
+        stall: &stall,
         started,
     };
     let outcome = loop {
@@ -128,23 +143,27 @@ pub fn run(
             Ok(done) => break Ok(done),
         }
     };
+    // A stall seen while queueing: the writer is stuck, do not wait for it.
+    if let Some(e) = stall.failure() {
+        return Err(e.into());
+    }
+    // Commit only what streamed and verified; closing the queue without it aborts.
+    if outcome.is_ok() {
+        stall.send(&op_tx, ToWriter::Commit).ok();
+    }
     drop(op_tx);
-    let (writer, write_result) = writer_thread
-        .join()
-        .map_err(|_| PipelineError::Internal("the disk writer thread panicked".into()))?;
-    let (summary, file_bytes, digest) = match (outcome, write_result) {
+    let written = stall.wait(&done)?;
+    let ((summary, file_bytes, digest), written) = match (outcome, written) {
         // A writer failure is what made the decoder see a closed sink: report the writer's.
-        (_, Err(e)) => {
-            writer.abort();
-            return Err(e.into());
+        (_, Err(e)) => return Err(e.into()),
+        (Err(e), Ok(_)) => return Err(e),
+        (Ok(_), Ok(None)) => {
+            return Err(PipelineError::Internal(
+                "the disk writer stopped before the commit".into(),
+            ))
         }
-        (Err(e), Ok(())) => {
-            writer.abort();
-            return Err(e);
-        }
-        (Ok(done), Ok(())) => done,
+        (Ok(done), Ok(Some(stats))) => (done, stats),
     };
-    let written = writer.commit()?;
     let seconds = started.elapsed().as_secs_f64();
     Ok(Report {
         file_bytes,
@@ -185,7 +204,8 @@ struct Job<'a> {
     expected: &'a ExpectedChecksum,
     open: DecoderFactory<'a>,
     fits: &'a CapacityCheck,
-    op_tx: &'a SyncSender<WriteOp>,
+    op_tx: &'a channel::Sender<ToWriter>,
+    stall: &'a StallCheck,
     started: Instant,
 }
 
@@ -201,6 +221,7 @@ fn stream(
         open,
         fits,
         op_tx,
+        stall,
         started,
     } = *job;
     // Gather enough of the head to sniff; nothing is written before the decoder exists.
@@ -234,7 +255,7 @@ fn stream(
 
     let (hash_tx, hash_rx) = sync_channel::<Bytes>(HASH_QUEUE);
     let hasher = spawn_hasher(expected.hasher(), hash_rx);
-    let mut out = |op: WriteOp| op_tx.send(op).map_err(|_| SinkClosed);
+    let mut out = |op: WriteOp| stall.send(op_tx, ToWriter::Op(op));
     let mut file_bytes = 0u64;
     let mut last_progress = Instant::now();
     let mut feed = |chunk: Bytes, decoder: &mut Box<dyn Decoder>| -> Result<(), Attempt> {
@@ -299,22 +320,120 @@ fn spawn_hasher(mut hasher: Hasher, rx: Receiver<Bytes>) -> JoinHandle<String> {
         .expect("spawning the hashing thread")
 }
 
-/// The writer thread owns the DiskWriter and hands it back for commit or abort.
-fn spawn_writer(
-    mut writer: DiskWriter,
-    rx: Receiver<WriteOp>,
-) -> JoinHandle<(DiskWriter, Result<(), SinkError>)> {
+/// What the writer thread is told: an op, or that everything streamed and verified.
+enum ToWriter {
+    Op(WriteOp),
+    Commit,
+}
+
+/// What the writer thread answers: the stats after a commit, `None` after an abort (the
+/// queue closed without a commit), or the error that stopped it (it aborted then too).
+type WriterResult = Result<Option<WriteStats>, SinkError>;
+
+/// The writer thread owns the DiskWriter: applies ops, commits when told, aborts (wipes the
+/// ends) on any failure or when the queue closes without a commit.
+fn spawn_writer(mut writer: DiskWriter, rx: channel::Receiver<ToWriter>) -> Receiver<WriterResult> {
+    let (tx, done) = sync_channel(1);
     std::thread::Builder::new()
         .name("image-write".into())
         .spawn(move || {
-            for op in rx {
-                if let Err(e) = writer.apply(op) {
-                    return (writer, Err(e));
+            let result = (|| {
+                for msg in rx.iter() {
+                    match msg {
+                        ToWriter::Op(op) => writer.apply(op)?,
+                        ToWriter::Commit => return writer.commit_in_place().map(Some),
+                    }
+                }
+                Ok(None)
+            })();
+            if !matches!(result, Ok(Some(_))) {
+                writer.abort_in_place();
+            }
+            let _ = tx.send(result);
+        })
+        .expect("spawning the disk writer thread");
+    done
+}
+
+/// How often a blocked send or wait looks at the writer's requests.
+const STALL_POLL: Duration = Duration::from_millis(250);
+
+/// The deadline on everything this thread waits for from the writer.
+struct StallCheck {
+    watch: IoWatch,
+    limit: Option<Duration>,
+    path: std::path::PathBuf,
+}
+
+impl StallCheck {
+    /// The stall, once seen (the watch was cancelled for it).
+    fn failure(&self) -> Option<SinkError> {
+        let limit = self.limit?;
+        if !self.watch.is_cancelled() {
+            return None;
+        }
+        let what = self.watch.stalled(limit).map_or("writing to", |s| s.what);
+        Some(SinkError::Stalled {
+            what,
+            path: self.path.clone(),
+            seconds: limit.as_secs(),
+        })
+    }
+
+    /// Whether a request is past the limit; if so, cancels the writer.
+    fn check(&self) -> Option<SinkError> {
+        let limit = self.limit?;
+        let stall = self.watch.stalled(limit)?;
+        self.watch.cancel();
+        tracing::error!(
+            device = %self.path.display(), request = stall.what,
+            seconds = stall.for_.as_secs(), "disk request stalled; abandoning the write"
+        );
+        Some(SinkError::Stalled {
+            what: stall.what,
+            path: self.path.clone(),
+            seconds: limit.as_secs(),
+        })
+    }
+
+    /// Queues `msg`, waiting while the writer makes progress.
+    fn send(&self, tx: &channel::Sender<ToWriter>, msg: ToWriter) -> Result<(), SinkClosed> {
+        if self.limit.is_none() {
+            return tx.send(msg).map_err(|_| SinkClosed);
+        }
+        let mut msg = msg;
+        loop {
+            match tx.send_timeout(msg, STALL_POLL) {
+                Ok(()) => return Ok(()),
+                Err(channel::SendTimeoutError::Disconnected(_)) => return Err(SinkClosed),
+                Err(channel::SendTimeoutError::Timeout(m)) => {
+                    if self.watch.is_cancelled() || self.check().is_some() {
+                        return Err(SinkClosed);
+                    }
+                    msg = m;
                 }
             }
-            (writer, Ok(()))
-        })
-        .expect("spawning the disk writer thread")
+        }
+    }
+
+    /// The writer's answer, or the stall that keeps it from coming.
+    fn wait(&self, done: &Receiver<WriterResult>) -> Result<WriterResult, PipelineError> {
+        let panicked = || PipelineError::Internal("the disk writer thread panicked".into());
+        if self.limit.is_none() {
+            return done.recv().map_err(|_| panicked());
+        }
+        loop {
+            match done.recv_timeout(STALL_POLL) {
+                Ok(r) => return Ok(r),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Err(panicked()),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if let Some(e) = self.failure().or_else(|| self.check()) {
+                        return Err(e.into());
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -421,6 +540,79 @@ mod tests {
         let after = std::fs::read(target.path()).unwrap();
         assert_eq!(&after[..img.len()], &img[..]);
         assert_eq!(report.digest, sha256(&img).value);
+    }
+
+    /// A write that hangs past the stall limit fails the run at once with the device and
+    /// the limit; the writer, once its request returns, writes nothing more (the head stays
+    /// wiped, the rest of the image never lands).
+    #[test]
+    fn a_stalled_write_fails_the_run_instead_of_hanging_it() {
+        let img = image(6 << 20);
+        let target = disk(8 << 20);
+        let src = Box::new(Memory {
+            data: img.clone(),
+            chunk: 1 << 20,
+            at: 0,
+        });
+        let open = factory(Some("raw"));
+        let mut writer = DiskWriter::open(
+            blockdev::WritableDisk::open_file(target.path()).unwrap(),
+            None,
+        )
+        .unwrap();
+        writer.set_stall_limit(Some(Duration::from_millis(300)));
+        writer.hang_at = Some((3 << 20, Duration::from_secs(2)));
+        let t = Instant::now();
+        let err = run(src, "img", &sha256(&img), &open, writer, None).unwrap_err();
+        let took = t.elapsed();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, PipelineError::Sink(SinkError::Stalled { .. })),
+            "{msg}"
+        );
+        assert!(msg.contains(&target.path().display().to_string()), "{msg}");
+        assert!(
+            msg.contains("did not complete in 0 s") || msg.contains("stopped answering"),
+            "{msg}"
+        );
+        assert!(
+            took < Duration::from_millis(1500),
+            "waited for the hung write: {took:?}"
+        );
+        // Let the hung request return; the cancelled writer must not go on.
+        std::thread::sleep(Duration::from_millis(2500));
+        let after = std::fs::read(target.path()).unwrap();
+        assert!(
+            after[..1 << 20].iter().all(|b| *b == 0),
+            "first MiB stays wiped"
+        );
+        assert_ne!(
+            &after[4 << 20..6 << 20],
+            &img[4 << 20..6 << 20],
+            "writes went on"
+        );
+    }
+
+    /// Without a limit (the option set to 0) the same hang only delays the write.
+    #[test]
+    fn without_a_stall_limit_a_slow_write_just_finishes() {
+        let img = image(3 << 20);
+        let target = disk(4 << 20);
+        let src = Box::new(Memory {
+            data: img.clone(),
+            chunk: 1 << 20,
+            at: 0,
+        });
+        let open = factory(Some("raw"));
+        let mut writer = DiskWriter::open(
+            blockdev::WritableDisk::open_file(target.path()).unwrap(),
+            None,
+        )
+        .unwrap();
+        writer.hang_at = Some((2 << 20, Duration::from_millis(400)));
+        run(src, "img", &sha256(&img), &open, writer, None).unwrap();
+        let after = std::fs::read(target.path()).unwrap();
+        assert_eq!(&after[..img.len()], &img[..]);
     }
 
     #[test]

@@ -11,7 +11,11 @@
 //! * Nothing is touched before the first op arrives: a download that fails at once (403,
 //!   wrong format, disk too small) leaves the disk exactly as it was.
 //! * Zeros are written for real (BLKZEROOUT on block devices, which guarantees zeroes, unlike
-//!   discard; zero-range or plain writes on files).
+//!   discard; zero-range or plain writes on files), in pieces of at most 1 GiB so that a
+//!   device zeroing by plain writes still shows progress.
+//! * A disk that stops answering must not hang the deploy: every request is marked in an
+//!   [`IoWatch`], which [`crate::pipeline`] reads to fail the write once one request is
+//!   older than the stall limit; the writer then refuses further work.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -19,7 +23,7 @@ use std::ops::Range;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
 
-use blockdev::{ioctl, WritableDisk};
+use blockdev::{ioctl, IoWatch, WritableDisk};
 use bytes::Bytes;
 
 use crate::WriteOp;
@@ -34,6 +38,8 @@ const STAGING: usize = 4 << 20;
 const DIRECT_RUN: usize = 4 << 20;
 /// Memory alignment of the staging buffer (covers 4K-sector devices).
 const ALIGN: usize = 4096;
+/// Largest range zeroed by one request.
+const ZERO_PIECE: u64 = 1 << 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -54,6 +60,18 @@ pub enum SinkError {
         needed: u64,
         capacity: u64,
     },
+    #[error(
+        "{what} {} did not complete in {seconds} s: the disk stopped answering (check the disk \
+         and its controller; the limit is the agent's disk_stall_timeout)",
+        path.display()
+    )]
+    Stalled {
+        what: &'static str,
+        path: PathBuf,
+        seconds: u64,
+    },
+    #[error("writing to {} was abandoned after the disk stalled", path.display())]
+    Cancelled { path: PathBuf },
 }
 
 /// Whether an image fits the target, checked before the first byte is written.
@@ -139,6 +157,11 @@ pub struct DiskWriter {
     direct_run_len: u64,
     flusher: Option<Flusher>,
     stats: WriteStats,
+    watch: IoWatch,
+    stall_limit: Option<std::time::Duration>,
+    /// Tests: the data write at this window offset hangs (in flight) for the duration.
+    #[cfg(test)]
+    pub(crate) hang_at: Option<(u64, std::time::Duration)>,
 }
 
 /// Bytes written between background flushes.
@@ -154,12 +177,16 @@ struct Flusher {
 }
 
 impl Flusher {
-    fn start(file: File) -> io::Result<Flusher> {
+    fn start(file: File, watch: IoWatch) -> io::Result<Flusher> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
         let thread = std::thread::Builder::new()
             .name("image-flush".into())
             .spawn(move || {
                 for () in rx {
+                    if watch.is_cancelled() {
+                        break;
+                    }
+                    let _io = watch.begin("syncing");
                     file.sync_data()?;
                 }
                 Ok(())
@@ -215,8 +242,12 @@ impl DiskWriter {
             .filter(|_| window.start.is_multiple_of(ALIGN as u64));
         let buffered = disk.into_file();
         let head_len = HEAD_HOLD.min(window.end - window.start) as usize;
+        let watch = IoWatch::new();
         // Without a flusher everything is synced at the end, which is correct, only slower.
-        let flusher = buffered.try_clone().and_then(Flusher::start).ok();
+        let flusher = buffered
+            .try_clone()
+            .and_then(|f| Flusher::start(f, watch.clone()))
+            .ok();
         Ok(DiskWriter {
             path,
             stats: WriteStats {
@@ -235,7 +266,39 @@ impl DiskWriter {
             direct_run_offset: 0,
             direct_run_len: 0,
             flusher,
+            watch,
+            stall_limit: None,
+            #[cfg(test)]
+            hang_at: None,
         })
+    }
+
+    /// Fails the write (see [`crate::pipeline`]) when one disk request takes longer than
+    /// `limit`; `None` waits forever.
+    pub fn set_stall_limit(&mut self, limit: Option<std::time::Duration>) {
+        self.stall_limit = limit;
+    }
+
+    pub fn stall_limit(&self) -> Option<std::time::Duration> {
+        self.stall_limit
+    }
+
+    /// The watch over this writer's requests, for the thread that waits on it.
+    pub fn watch(&self) -> IoWatch {
+        self.watch.clone()
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    fn check_cancelled(&self) -> Result<(), SinkError> {
+        if self.watch.is_cancelled() {
+            return Err(SinkError::Cancelled {
+                path: self.path.clone(),
+            });
+        }
+        Ok(())
     }
 
     /// Bytes available in the window.
@@ -272,6 +335,15 @@ impl DiskWriter {
     pub fn apply(&mut self, op: WriteOp) -> Result<(), SinkError> {
         if op.is_empty() {
             return Ok(());
+        }
+        self.check_cancelled()?;
+        #[cfg(test)]
+        if let Some((at, d)) = self.hang_at {
+            if matches!(&op, WriteOp::Data { offset, .. } if *offset >= at) {
+                self.hang_at = None;
+                let _io = self.watch.begin("writing to");
+                std::thread::sleep(d);
+            }
         }
         self.ensure_fits(op.end())?;
         if !self.started {
@@ -395,7 +467,11 @@ impl DiskWriter {
                 .enumerate()
                 .map(|(i, b)| io::IoSlice::new(if i == 0 { &b[skip..] } else { &b[..] }))
                 .collect();
-            let n = match nix::sys::uio::pwritev(direct, &slices, offset as i64) {
+            let written = {
+                let _io = self.watch.begin("writing to");
+                nix::sys::uio::pwritev(direct, &slices, offset as i64)
+            };
+            let n = match written {
                 Ok(0) => return Err(self.err("writing to", io::ErrorKind::WriteZero.into())),
                 Ok(n) => n,
                 Err(nix::errno::Errno::EINTR) => continue,
@@ -432,12 +508,14 @@ impl DiskWriter {
         let write = |f: &File, from: u64, to: u64| {
             f.write_all_at(&buf[from as usize..to as usize], base + from)
         };
+        let io = self.watch.begin("writing to");
         let result = match &self.direct {
             Some(direct) if mid_s < mid_e => write(&self.buffered, s, mid_s)
                 .and_then(|_| write(direct, mid_s, mid_e))
                 .and_then(|_| write(&self.buffered, mid_e, e)),
             _ => write(&self.buffered, s, e),
         };
+        drop(io);
         self.staging.start = 0;
         self.staging.end = 0;
         if let Some(f) = &mut self.flusher {
@@ -454,15 +532,30 @@ impl DiskWriter {
             let (a, b) = (start.div_ceil(512) * 512, end / 512 * 512);
             if a < b {
                 self.write_zeros(start, a)?;
-                match ioctl::zero_out(&self.buffered, a, b - a) {
-                    Ok(()) => return self.write_zeros(b, end),
-                    Err(e) => tracing::debug!(error = %e, "BLKZEROOUT refused, writing zeros"),
+                let mut at = a;
+                while at < b {
+                    self.check_cancelled()?;
+                    let n = (b - at).min(ZERO_PIECE);
+                    let zeroed = {
+                        let _io = self.watch.begin("zeroing");
+                        ioctl::zero_out(&self.buffered, at, n)
+                    };
+                    match zeroed {
+                        Ok(()) => at += n,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "BLKZEROOUT refused, writing zeros");
+                            break;
+                        }
+                    }
                 }
+                // The rest (all of it if BLKZEROOUT was refused part way) by plain writes.
+                return self.write_zeros(at, end);
             }
         } else {
             use nix::fcntl::{fallocate, FallocateFlags};
             let zero_range =
                 FallocateFlags::FALLOC_FL_ZERO_RANGE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+            let _io = self.watch.begin("zeroing");
             if fallocate(&self.buffered, zero_range, start as i64, len as i64).is_ok() {
                 return Ok(());
             }
@@ -474,7 +567,9 @@ impl DiskWriter {
         let zeros = vec![0u8; (1usize << 20).min((end - start) as usize)];
         let mut at = start;
         while at < end {
+            self.check_cancelled()?;
             let n = ((end - at) as usize).min(zeros.len());
+            let _io = self.watch.begin("zeroing");
             self.buffered
                 .write_all_at(&zeros[..n], at)
                 .map_err(|e| self.err("zeroing", e))?;
@@ -489,29 +584,42 @@ impl DiskWriter {
         self.write_zeros(w.start, head_end)?;
         let tail_start = w.end.saturating_sub(TAIL_WIPE).max(head_end);
         self.write_zeros(tail_start, w.end)?;
+        self.sync(context)
+    }
+
+    fn sync(&self, context: &'static str) -> Result<(), SinkError> {
+        let _io = self.watch.begin("syncing");
         self.buffered.sync_all().map_err(|e| self.err(context, e))
     }
 
     /// Flushes everything, syncs, then writes the held-back first MiB and syncs again.
     pub fn commit(mut self) -> Result<WriteStats, SinkError> {
+        self.commit_in_place()
+    }
+
+    /// [`Self::commit`] without giving the writer up, so that a failed commit can still
+    /// [`Self::abort_in_place`].
+    pub(crate) fn commit_in_place(&mut self) -> Result<WriteStats, SinkError> {
+        self.check_cancelled()?;
         self.flush_direct()?;
         self.flush_staging()?;
         if let Some(f) = self.flusher.take() {
             f.finish().map_err(|e| self.err("syncing", e))?;
         }
         if let Some(d) = &self.direct {
+            let _io = self.watch.begin("syncing");
             d.sync_all().map_err(|e| self.err("syncing", e))?;
         }
-        self.buffered
-            .sync_all()
-            .map_err(|e| self.err("syncing", e))?;
+        self.sync("syncing")?;
         if self.started {
-            self.buffered
-                .write_all_at(&self.head, self.window.start)
-                .map_err(|e| self.err("writing the first MiB of", e))?;
-            self.buffered
-                .sync_all()
-                .map_err(|e| self.err("syncing", e))?;
+            self.check_cancelled()?;
+            {
+                let _io = self.watch.begin("writing the first MiB of");
+                self.buffered
+                    .write_all_at(&self.head, self.window.start)
+                    .map_err(|e| self.err("writing the first MiB of", e))?;
+            }
+            self.sync("syncing")?;
         }
         Ok(self.stats.clone())
     }
@@ -520,6 +628,10 @@ impl DiskWriter {
     /// does not look bootable (its old contents are gone already). Untouched targets stay
     /// untouched.
     pub fn abort(mut self) {
+        self.abort_in_place()
+    }
+
+    pub(crate) fn abort_in_place(&mut self) {
         if !self.started {
             return;
         }

@@ -154,6 +154,38 @@ pub struct VmSpec {
     pub memory_mib: u32,
     pub disk: PathBuf,
     pub serial_log: PathBuf,
+    /// Disk faults: QEMU's `blkdebug` rules file layered over the disk, and `-drive`
+    /// options (`throttling.bps-write=...`) to slow it down.
+    pub faults: DiskFaults,
+}
+
+/// How the VM's disk misbehaves (read by QEMU at each power-on).
+#[derive(Debug, Clone, Default)]
+pub struct DiskFaults {
+    pub blkdebug_rules: Option<PathBuf>,
+    pub drive_options: String,
+}
+
+impl VmSpec {
+    pub fn new(memory_mib: u32, disk: PathBuf, serial_log: PathBuf) -> Self {
+        VmSpec {
+            memory_mib,
+            disk,
+            serial_log,
+            faults: DiskFaults::default(),
+        }
+    }
+
+    fn drive(&self) -> String {
+        let file = match &self.faults.blkdebug_rules {
+            Some(rules) => format!("blkdebug:{}:{}", rules.display(), self.disk.display()),
+            None => self.disk.display().to_string(),
+        };
+        format!(
+            "file={file},if=virtio,format=raw{}",
+            self.faults.drive_options
+        )
+    }
 }
 
 impl VmSpec {
@@ -178,7 +210,7 @@ impl VmSpec {
             "-serial".into(),
             "chardev:ser0".into(),
             "-drive".into(),
-            format!("file={},if=virtio,format=raw", self.disk.display()),
+            self.drive(),
             "-netdev".into(),
             format!(
                 "user,id=n0,bootfile=http://{HOST}:{HTTP_PORT}/boot.ipxe,\
@@ -188,6 +220,11 @@ impl VmSpec {
             format!("virtio-net-pci,netdev=n0,mac={MAC}"),
         ]
     }
+}
+
+fn write_args(dir: &Path, vm: &VmSpec) -> Result<()> {
+    std::fs::write(dir.join("qemu.args"), vm.args().join("\n") + "\n")?;
+    Ok(())
 }
 
 /// OpenIPMI's `ipmi_sim` as the VM's BMC, with `qemu-chassis` as its chassis control.
@@ -201,7 +238,7 @@ impl Bmc {
     /// powers it on.
     pub fn start(dir: &Path, chassis_bin: &Path, vm: &VmSpec) -> Result<Bmc> {
         std::fs::create_dir_all(dir.join("state"))?;
-        std::fs::write(dir.join("qemu.args"), vm.args().join("\n") + "\n")?;
+        write_args(dir, vm)?;
         std::fs::write(dir.join("bootdev"), "default\n")?;
         let wrapper = dir.join("chassis-control");
         std::fs::write(
@@ -323,6 +360,11 @@ impl Bmc {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The hardware of the VM's next power-on (the chassis reads it then).
+    pub fn set_vm(&self, vm: &VmSpec) -> Result<()> {
+        write_args(&self.dir, vm)
     }
 
     /// The running QEMU's pid, if the VM is on.
@@ -530,6 +572,12 @@ auth_strategy = noauth
 
     /// Starts Ironic in the current thread's namespace; returns once `GET /v1` answers.
     pub fn start(dir: &Path, http_root: &Path) -> Result<QemuIronic> {
+        Self::start_with(dir, http_root, "")
+    }
+
+    /// [`Self::start`] with `extra` appended to ironic.conf (oslo.config merges a section
+    /// given twice, later values winning).
+    pub fn start_with(dir: &Path, http_root: &Path, extra: &str) -> Result<QemuIronic> {
         let venv = crate::ironic::venv();
         let ironic_bin = venv.join("bin/ironic");
         if !ironic_bin.is_file() {
@@ -542,7 +590,7 @@ auth_strategy = noauth
             std::fs::create_dir_all(dir.join(sub))?;
         }
         let conf = dir.join("ironic.conf");
-        std::fs::write(&conf, Self::render(dir, http_root))?;
+        std::fs::write(&conf, Self::render(dir, http_root) + extra)?;
         let mut child = crate::ironic::launch(&venv, &conf, dir)?;
         let url = format!("{}/v1", Self::api_url());
         let t = Instant::now();
@@ -632,12 +680,15 @@ mod tests {
 
     #[test]
     fn vm_args_never_use_kvm() {
-        let v = VmSpec {
-            memory_mib: 512,
-            disk: "/tmp/d.img".into(),
-            serial_log: "/tmp/s.log".into(),
-        };
+        let mut v = VmSpec::new(512, "/tmp/d.img".into(), "/tmp/s.log".into());
         let a = v.args();
+        assert!(a.contains(&"file=/tmp/d.img,if=virtio,format=raw".to_string()));
+        v.faults.blkdebug_rules = Some("/tmp/r.conf".into());
+        v.faults.drive_options = ",throttling.bps-write=4096".into();
+        assert!(v.args().contains(
+            &"file=blkdebug:/tmp/r.conf:/tmp/d.img,if=virtio,format=raw,throttling.bps-write=4096"
+                .to_string()
+        ));
         let i = a.iter().position(|x| x == "-accel").unwrap();
         assert_eq!(a[i + 1], "tcg");
         assert!(!a.iter().any(|x| x.contains("kvm")));

@@ -15,7 +15,7 @@ use crate::gpt::{self, Table};
 use crate::images::{self, WholeDiskImage};
 use crate::ironic_api::{IronicClient, Node};
 use crate::nginx::Nginx;
-use crate::qemu::{self, Bmc, QemuIronic, QemuNetNs, SerialLog, VmSpec};
+use crate::qemu::{self, Bmc, DiskFaults, QemuIronic, QemuNetNs, SerialLog, VmSpec};
 use crate::ramdisk::{self, Ramdisk};
 use crate::testdir::TestDir;
 
@@ -248,6 +248,24 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     }
 }
 
+/// What a scenario changes in the common set-up.
+#[derive(Default)]
+struct Setup {
+    faults: DiskFaults,
+    /// Appended to the ramdisk's kernel command line.
+    kernel_extra: String,
+    /// Appended to ironic.conf.
+    ironic_extra: String,
+}
+
+/// The enrolled, manageable node and where things are.
+struct Started {
+    uuid: String,
+    www: PathBuf,
+    disk: PathBuf,
+    vm: VmSpec,
+}
+
 fn run_in(
     w: &mut World,
     opts: &Options,
@@ -255,130 +273,10 @@ fn run_in(
     node_out: &mut Option<String>,
 ) -> Result<Outcome> {
     let mut out = Outcome::default();
-    // 1. The ramdisk.
-    w.progress("building the ramdisk (release musl agent + init, ironic-agent-build)");
-    let www = w.dir.join("image-server/www");
-    std::fs::create_dir_all(www.join("ramdisk"))?;
-    std::fs::create_dir_all(www.join("images"))?;
-    let rd: Ramdisk = ramdisk::build(&www.join("ramdisk"), &[])?;
-    out.kernel_bytes = std::fs::metadata(&rd.kernel)?.len();
-    out.initramfs_bytes = rd.initramfs_size();
-    out.agent_bytes = std::fs::metadata(&ramdisk::binaries()?.agent)?.len();
-    out.modules = rd.manifest["modules"].as_array().map_or(0, |a| a.len());
-    out.build_seconds = rd.build_seconds;
-    w.progress(&format!(
-        "ramdisk built in {:.1}s: kernel {} ({:.1} MiB), initramfs {:.1} MiB with {} modules, agent {:.1} MiB",
-        rd.build_seconds,
-        rd.manifest["kernel"]["version"].as_str().unwrap_or("?"),
-        mib(out.kernel_bytes),
-        mib(out.initramfs_bytes),
-        out.modules,
-        mib(out.agent_bytes)
-    ));
-
-    // 2. The namespace, entered by this thread: everything below runs inside it.
-    let ns = QemuNetNs::create()?;
-    ns.enter()?;
-    w.progress(&format!(
-        "network namespace {}: lo with 127.0.0.1 and {}, nothing else (no route out)",
-        ns.name(),
-        qemu::HOST
-    ));
-    w.ns = Some(ns);
-
-    // 3. nginx (Ironic's http_root and the image), Ironic, the BMC.
-    let nginx = Nginx::start(
-        &w.dir.join("image-server"),
-        std::net::Ipv4Addr::UNSPECIFIED,
-        qemu::HTTP_PORT,
-    )?;
-    w.nginx = Some(nginx);
-    w.progress(&format!(
-        "nginx on {}:{} serving {}",
-        qemu::HOST,
-        qemu::HTTP_PORT,
-        www.display()
-    ));
-    let t = Instant::now();
-    let ironic_dir = w.dir.join("ironic");
-    std::fs::create_dir_all(&ironic_dir)?;
-    w.ironic = Some(QemuIronic::start(&ironic_dir, &www)?);
-    w.progress(&format!(
-        "Ironic ({}) up on {} in {:.1}s: ipmi hardware type, ipxe boot, direct deploy, require_tls on",
-        crate::ironic::version().unwrap_or_else(|| "?".into()),
-        QemuIronic::api_url(),
-        t.elapsed().as_secs_f64()
-    ));
-    let disk = w.dir.join("vm-disk.img");
-    std::fs::File::create(&disk)?.set_len(DISK_SIZE)?;
-    let vm = VmSpec {
-        memory_mib: opts.memory_mib,
-        disk: disk.clone(),
-        serial_log: w.serial.clone(),
-    };
-    let bmc = Bmc::start(&w.dir.join("bmc"), chassis, &vm)?;
-    w.progress(&format!(
-        "BMC: ipmi_sim on 127.0.0.1:{} (power and boot device drive QEMU: TCG, -m {}, 5 GiB virtio disk, virtio NIC {})",
-        qemu::IPMI_PORT,
-        opts.memory_mib,
-        qemu::MAC
-    ));
-    let mut driver_info = bmc.driver_info();
-    w.bmc = Some(bmc);
-
-    // 4. Enroll.
+    let Started {
+        uuid, www, disk, ..
+    } = start_world(w, opts, chassis, node_out, &mut out, &Setup::default())?;
     let client = w.client()?;
-    let rd_url = |f: &Path| {
-        format!(
-            "http://{}:{}/ramdisk/{}",
-            qemu::HOST,
-            qemu::HTTP_PORT,
-            f.file_name().unwrap_or_default().to_string_lossy()
-        )
-    };
-    driver_info["deploy_kernel"] = json!(rd_url(&rd.kernel));
-    driver_info["deploy_ramdisk"] = json!(rd_url(&rd.initramfs));
-    // The conductor reaches the agent through QEMU's port forward on 10.0.2.2.
-    driver_info["kernel_append_params"] = json!(format!(
-        "console=ttyS0 ipa-advertise-host={} ipa-advertise-port={} ipa-debug=1",
-        qemu::HOST,
-        qemu::AGENT_PORT
-    ));
-    let (status, created) = client.call(
-        "POST",
-        "/v1/nodes",
-        Some(&json!({
-            "name": "qemu-node-0",
-            "driver": "ipmi",
-            "boot_interface": "ipxe",
-            "deploy_interface": "direct",
-            "power_interface": "ipmitool",
-            "management_interface": "ipmitool",
-            "network_interface": "noop",
-            "driver_info": driver_info,
-            "properties": {"memory_mb": opts.memory_mib, "cpus": 1, "local_gb": 4,
-                           "cpu_arch": "x86_64", "capabilities": "boot_mode:bios"},
-        })),
-    )?;
-    ensure!(status == 201, "creating the node: {status} {created}");
-    let uuid = created["uuid"]
-        .as_str()
-        .context("no node uuid")?
-        .to_string();
-    *node_out = Some(uuid.clone());
-    let (status, port) = client.call(
-        "POST",
-        "/v1/ports",
-        Some(&json!({"node_uuid": uuid, "address": qemu::MAC, "pxe_enabled": true})),
-    )?;
-    ensure!(status == 201, "creating the port: {status} {port}");
-    w.progress(&format!(
-        "enrolled node {uuid} (driver ipmi) with port {}",
-        qemu::MAC
-    ));
-
-    provision(&client, &uuid, json!({"target": "manage"}))?;
-    wait(w, &client, &uuid, "manageable", Duration::from_secs(60))?;
 
     // 5. Cleaning: the first network boot.
     if opts.clean {
@@ -445,6 +343,374 @@ fn run_in(
     ));
     out.total_seconds = w.started.elapsed().as_secs_f64();
     Ok(out)
+}
+
+/// Steps 1-4 of every scenario: the ramdisk, the namespace, nginx, Ironic, the BMC, and the
+/// node enrolled and manageable.
+fn start_world(
+    w: &mut World,
+    opts: &Options,
+    chassis: &Path,
+    node_out: &mut Option<String>,
+    out: &mut Outcome,
+    setup: &Setup,
+) -> Result<Started> {
+    // 1. The ramdisk.
+    w.progress("building the ramdisk (release musl agent + init, ironic-agent-build)");
+    let www = w.dir.join("image-server/www");
+    std::fs::create_dir_all(www.join("ramdisk"))?;
+    std::fs::create_dir_all(www.join("images"))?;
+    let rd: Ramdisk = ramdisk::build(&www.join("ramdisk"), &[])?;
+    out.kernel_bytes = std::fs::metadata(&rd.kernel)?.len();
+    out.initramfs_bytes = rd.initramfs_size();
+    out.agent_bytes = std::fs::metadata(&ramdisk::binaries()?.agent)?.len();
+    out.modules = rd.manifest["modules"].as_array().map_or(0, |a| a.len());
+    out.build_seconds = rd.build_seconds;
+    w.progress(&format!(
+        "ramdisk built in {:.1}s: kernel {} ({:.1} MiB), initramfs {:.1} MiB with {} modules, agent {:.1} MiB",
+        rd.build_seconds,
+        rd.manifest["kernel"]["version"].as_str().unwrap_or("?"),
+        mib(out.kernel_bytes),
+        mib(out.initramfs_bytes),
+        out.modules,
+        mib(out.agent_bytes)
+    ));
+
+    // 2. The namespace, entered by this thread: everything below runs inside it.
+    let ns = QemuNetNs::create()?;
+    ns.enter()?;
+    w.progress(&format!(
+        "network namespace {}: lo with 127.0.0.1 and {}, nothing else (no route out)",
+        ns.name(),
+        qemu::HOST
+    ));
+    w.ns = Some(ns);
+
+    // 3. nginx (Ironic's http_root and the image), Ironic, the BMC.
+    let nginx = Nginx::start(
+        &w.dir.join("image-server"),
+        std::net::Ipv4Addr::UNSPECIFIED,
+        qemu::HTTP_PORT,
+    )?;
+    w.nginx = Some(nginx);
+    w.progress(&format!(
+        "nginx on {}:{} serving {}",
+        qemu::HOST,
+        qemu::HTTP_PORT,
+        www.display()
+    ));
+    let t = Instant::now();
+    let ironic_dir = w.dir.join("ironic");
+    std::fs::create_dir_all(&ironic_dir)?;
+    w.ironic = Some(QemuIronic::start_with(
+        &ironic_dir,
+        &www,
+        &setup.ironic_extra,
+    )?);
+    w.progress(&format!(
+        "Ironic ({}) up on {} in {:.1}s: ipmi hardware type, ipxe boot, direct deploy, require_tls on",
+        crate::ironic::version().unwrap_or_else(|| "?".into()),
+        QemuIronic::api_url(),
+        t.elapsed().as_secs_f64()
+    ));
+    let disk = w.dir.join("vm-disk.img");
+    std::fs::File::create(&disk)?.set_len(DISK_SIZE)?;
+    let mut vm = VmSpec::new(opts.memory_mib, disk.clone(), w.serial.clone());
+    vm.faults = setup.faults.clone();
+    let bmc = Bmc::start(&w.dir.join("bmc"), chassis, &vm)?;
+    w.progress(&format!(
+        "BMC: ipmi_sim on 127.0.0.1:{} (power and boot device drive QEMU: TCG, -m {}, 5 GiB virtio disk, virtio NIC {})",
+        qemu::IPMI_PORT,
+        opts.memory_mib,
+        qemu::MAC
+    ));
+    let mut driver_info = bmc.driver_info();
+    w.bmc = Some(bmc);
+
+    // 4. Enroll.
+    let client = w.client()?;
+    let rd_url = |f: &Path| {
+        format!(
+            "http://{}:{}/ramdisk/{}",
+            qemu::HOST,
+            qemu::HTTP_PORT,
+            f.file_name().unwrap_or_default().to_string_lossy()
+        )
+    };
+    driver_info["deploy_kernel"] = json!(rd_url(&rd.kernel));
+    driver_info["deploy_ramdisk"] = json!(rd_url(&rd.initramfs));
+    // The conductor reaches the agent through QEMU's port forward on 10.0.2.2.
+    driver_info["kernel_append_params"] = json!(format!(
+        "console=ttyS0 ipa-advertise-host={} ipa-advertise-port={} ipa-debug=1{}",
+        qemu::HOST,
+        qemu::AGENT_PORT,
+        setup.kernel_extra
+    ));
+    let (status, created) = client.call(
+        "POST",
+        "/v1/nodes",
+        Some(&json!({
+            "name": "qemu-node-0",
+            "driver": "ipmi",
+            "boot_interface": "ipxe",
+            "deploy_interface": "direct",
+            "power_interface": "ipmitool",
+            "management_interface": "ipmitool",
+            "network_interface": "noop",
+            "driver_info": driver_info,
+            "properties": {"memory_mb": opts.memory_mib, "cpus": 1, "local_gb": 4,
+                           "cpu_arch": "x86_64", "capabilities": "boot_mode:bios"},
+        })),
+    )?;
+    ensure!(status == 201, "creating the node: {status} {created}");
+    let uuid = created["uuid"]
+        .as_str()
+        .context("no node uuid")?
+        .to_string();
+    *node_out = Some(uuid.clone());
+    let (status, port) = client.call(
+        "POST",
+        "/v1/ports",
+        Some(&json!({"node_uuid": uuid, "address": qemu::MAC, "pxe_enabled": true})),
+    )?;
+    ensure!(status == 201, "creating the port: {status} {port}");
+    w.progress(&format!(
+        "enrolled node {uuid} (driver ipmi) with port {}",
+        qemu::MAC
+    ));
+
+    provision(&client, &uuid, json!({"target": "manage"}))?;
+    wait(w, &client, &uuid, "manageable", Duration::from_secs(60))?;
+    Ok(Started {
+        uuid,
+        www,
+        disk,
+        vm,
+    })
+}
+
+/// The agent's disk stall limit in the fault scenario (`ipa-disk-stall-timeout`).
+pub const STALL_TIMEOUT_S: u64 = 20;
+/// The sector (512 bytes) whose writes fail with EIO: 8 MiB into the disk, past the first
+/// MiB the image writer holds back, inside the test image and the first erase pass.
+pub const EIO_SECTOR: u64 = 16384;
+
+/// What the disk-fault scenario saw.
+#[derive(Debug, Clone, Default)]
+pub struct FaultOutcome {
+    /// Ironic's `last_error` after each fault.
+    pub erase_error: String,
+    pub write_error: String,
+    pub stall_error: String,
+    /// `deploy` to `deploy failed` for the stalled disk.
+    pub stall_seconds: f64,
+    /// The agent's API answered after the failed deploy (HTTP status).
+    pub agent_status_after_failure: u16,
+    pub total_seconds: f64,
+}
+
+/// Disk faults under real Ironic, in QEMU: `blkdebug` makes every write to sector
+/// [`EIO_SECTOR`] fail with EIO, then QEMU's write throttling makes the disk all but stop.
+/// 1. manual cleaning with `erase_devices` → `clean failed`, naming the disk and the errno;
+/// 2. a deploy → `deploy failed` with the device and the errno, the agent still serving,
+///    the disk's first MiB no partition table;
+/// 3. the stalled disk: a deploy → `deploy failed` within the agent's stall limit
+///    ([`STALL_TIMEOUT_S`]), not a hang (Ironic itself would wait for ever: heartbeats keep
+///    coming).
+pub fn run_disk_faults(name: &str) -> Result<FaultOutcome> {
+    crate::cmd::check_prerequisites(qemu::REQUIRED_TOOLS)?;
+    let chassis = chassis_binary()?;
+    let dir = TestDir::new(name)?;
+    let serial = dir.join("serial.log");
+    let mut w = World {
+        started: Instant::now(),
+        bmc: None,
+        ironic: None,
+        nginx: None,
+        ns: None,
+        dir,
+        serial: serial.clone(),
+        echo: false,
+        console: SerialLog::new(&serial),
+        lines: Vec::new(),
+    };
+    let mut node: Option<String> = None;
+    match faults_in(&mut w, &chassis, &mut node) {
+        Ok(o) => Ok(o),
+        Err(e) => {
+            let _ = w.poll_console();
+            w.report(&format!("FAILED: {name} ({e:#})"), node.as_deref());
+            Err(e)
+        }
+    }
+}
+
+fn faults_in(w: &mut World, chassis: &Path, node_out: &mut Option<String>) -> Result<FaultOutcome> {
+    let mut fo = FaultOutcome::default();
+    let rules = w.dir.join("blkdebug.conf");
+    std::fs::write(
+        &rules,
+        format!(
+            "# Every write touching sector {EIO_SECTOR} fails with EIO (5).\n\
+             [inject-error]\nevent = \"none\"\niotype = \"write\"\nerrno = \"5\"\n\
+             sector = \"{EIO_SECTOR}\"\nonce = \"off\"\n"
+        ),
+    )?;
+    let setup = Setup {
+        faults: DiskFaults {
+            blkdebug_rules: Some(rules),
+            drive_options: String::new(),
+        },
+        kernel_extra: format!(" ipa-disk-stall-timeout={STALL_TIMEOUT_S}"),
+        // Keep the ramdisk up after a failed deploy, to see that the agent still serves.
+        ironic_extra: "\n[deploy]\npower_off_after_deploy_failure = false\n".into(),
+    };
+    let opts = Options {
+        name: "qemu-disk-faults".into(),
+        ..Options::default()
+    };
+    let mut out = Outcome::default();
+    let Started {
+        uuid,
+        www,
+        disk,
+        mut vm,
+    } = start_world(w, &opts, chassis, node_out, &mut out, &setup)?;
+    let client = w.client()?;
+    let has = |e: &str, what: &[&str]| what.iter().all(|n| e.contains(n));
+    let errno = |e: &str| e.contains("Input/output error") || e.contains("os error 5");
+
+    // 1. erase_devices on a disk that fails writes.
+    w.progress(&format!(
+        "manual cleaning, erase_devices: writes to sector {EIO_SECTOR} of the VM's disk fail with EIO"
+    ));
+    provision(
+        &client,
+        &uuid,
+        json!({"target": "clean", "clean_steps": [{"interface": "deploy", "step": "erase_devices"}]}),
+    )?;
+    let n = wait(w, &client, &uuid, "clean failed", PHASE_TIMEOUT)?;
+    fo.erase_error = n.last_error.unwrap_or_default();
+    w.progress(&format!("clean failed: {}", fo.erase_error));
+    ensure!(
+        has(&fo.erase_error, &["/dev/vda"]) && errno(&fo.erase_error),
+        "the erase error does not name the disk and the errno: {}",
+        fo.erase_error
+    );
+    let (status, v) = client.call("DELETE", &format!("/v1/nodes/{uuid}/maintenance"), None)?;
+    ensure!(status == 202, "leaving maintenance: {status} {v}");
+    provision(&client, &uuid, json!({"target": "manage"}))?;
+    wait(w, &client, &uuid, "manageable", Duration::from_secs(60))?;
+    provision_power_off(&client, &uuid)?;
+    wait_power_off(w)?;
+    client.patch_node(&uuid, &[("/automated_clean", json!(false))])?;
+    provision(&client, &uuid, json!({"target": "provide"}))?;
+    wait(w, &client, &uuid, "available", Duration::from_secs(60))?;
+
+    // 2. write_image on the same disk.
+    let image = WholeDiskImage::build(&w.dir.join("image-server"), "disk.raw", 16, 16)?;
+    std::fs::copy(&image.path, www.join("images/disk.raw"))?;
+    let digests = images::digests(&image.path)?;
+    let url = format!("http://{}:{}/images/disk.raw", qemu::HOST, qemu::HTTP_PORT);
+    // Undeploying clears instance_info: set it before each deploy.
+    let set_image = || {
+        client.patch_node(
+            &uuid,
+            &[
+                ("/instance_info/image_source", json!(url)),
+                ("/instance_info/image_os_hash_algo", json!("sha256")),
+                ("/instance_info/image_os_hash_value", json!(digests.sha256)),
+                ("/instance_info/image_type", json!("whole-disk")),
+                ("/instance_info/root_gb", json!("1")),
+            ],
+        )
+    };
+    set_image()?;
+    w.progress("deploy onto the failing disk");
+    provision(&client, &uuid, json!({"target": "active"}))?;
+    let n = wait(w, &client, &uuid, "deploy failed", PHASE_TIMEOUT)?;
+    fo.write_error = n.last_error.unwrap_or_default();
+    w.progress(&format!("deploy failed: {}", fo.write_error));
+    ensure!(
+        has(&fo.write_error, &["/dev/vda"]) && errno(&fo.write_error),
+        "the write error does not name the device and the errno: {}",
+        fo.write_error
+    );
+    fo.agent_status_after_failure = agent_status()?;
+    ensure!(
+        fo.agent_status_after_failure == 200,
+        "the agent's API answered {} after the failed write",
+        fo.agent_status_after_failure
+    );
+    w.progress("the agent still answers on its API after the failed write");
+    let mut head = vec![0u8; 1 << 20];
+    std::fs::File::open(&disk)?.read_exact_at(&mut head, 0)?;
+    ensure!(
+        head[510..512] != [0x55, 0xAA] && &head[512..520] != b"EFI PART",
+        "the failed write left a partition table in the disk's first MiB"
+    );
+    ensure!(
+        head.iter().all(|&b| b == 0),
+        "the failed write left data in the disk's first MiB"
+    );
+
+    // 3. The disk stalls: writes at 4 KiB/s, so a 1 MiB request takes minutes.
+    provision(&client, &uuid, json!({"target": "deleted"}))?;
+    wait(w, &client, &uuid, "available", PHASE_TIMEOUT)?;
+    wait_power_off(w)?;
+    vm.faults = DiskFaults {
+        blkdebug_rules: None,
+        drive_options: ",throttling.bps-write=4096".into(),
+    };
+    w.bmc.as_ref().context("no BMC")?.set_vm(&vm)?;
+    set_image()?;
+    w.progress("deploy onto a disk that writes 4 KiB/s (stalled)");
+    let t = Instant::now();
+    provision(&client, &uuid, json!({"target": "active"}))?;
+    let n = wait(w, &client, &uuid, "deploy failed", PHASE_TIMEOUT)?;
+    fo.stall_seconds = t.elapsed().as_secs_f64();
+    fo.stall_error = n.last_error.unwrap_or_default();
+    w.progress(&format!(
+        "deploy failed after {:.1}s: {}",
+        fo.stall_seconds, fo.stall_error
+    ));
+    ensure!(
+        has(
+            &fo.stall_error,
+            &[
+                "/dev/vda",
+                &format!("did not complete in {STALL_TIMEOUT_S} s")
+            ]
+        ),
+        "the stall error does not name the device and the limit: {}",
+        fo.stall_error
+    );
+    provision_power_off(&client, &uuid)?;
+    wait_power_off(w)?;
+    fo.total_seconds = w.started.elapsed().as_secs_f64();
+    Ok(fo)
+}
+
+/// The HTTP status of the agent's API root, through QEMU's port forward (auto-TLS: https,
+/// with the agent's self-signed certificate).
+fn agent_status() -> Result<u16> {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sk",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ])
+        .arg(format!("https://{}:{}/", qemu::HOST, qemu::AGENT_PORT))
+        .output()
+        .context("running curl")?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0))
 }
 
 fn mib(b: u64) -> f64 {
@@ -733,11 +999,7 @@ pub fn boot_builder_ipxe_script(name: &str) -> Result<(String, f64)> {
         let disk = dir.join("vm-disk.img");
         std::fs::File::create(&disk)?.set_len(DISK_SIZE)?;
         let serial = dir.join("serial.log");
-        let vm = VmSpec {
-            memory_mib: 512,
-            disk,
-            serial_log: serial.clone(),
-        };
+        let vm = VmSpec::new(512, disk, serial.clone());
         let args = vm.args();
         let mut child = std::process::Command::new(&args[0])
             .args(&args[1..])

@@ -133,7 +133,9 @@ pub fn prepare_image(
                     format!("Writing image to device {} failed: {e}", disk.display()),
                 ),
             })?;
-        let writer = DiskWriter::open(target, window).map_err(|e| write_error(&disk, e))?;
+        let mut writer = DiskWriter::open(target, window).map_err(|e| write_error(&disk, e))?;
+        let stall = agent.config().options.disk_stall_timeout;
+        writer.set_stall_limit((stall > 0).then(|| std::time::Duration::from_secs(stall)));
         let factory = decoder_factory(agent, info);
         let report = pipeline::run(
             Box::new(download),
