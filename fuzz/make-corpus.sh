@@ -90,6 +90,15 @@ seed configdrive downloaded-b64 '001' "$tmp/configdrive.b64"
 seed configdrive downloaded-raw '001' "$tmp/head.raw"
 
 # --- text formats ------------------------------------------------------------------------
+# --- external manager output: flag byte (1 = failed), stdout, NUL, stderr --------------
+mkdir -p "$corpus/external_output"
+printf '\x00{"erased": ["/dev/sda"], "seconds": 12.5}\n\x00' > "$corpus/external_output/ok-json"
+printf '\x01{"error": "ddcli: card 2 is busy"}\x00ddcli: busy\nretry later\n' \
+  > "$corpus/external_output/failed-error"
+printf '\x00done.\n\x00warning: slow\n' > "$corpus/external_output/not-json"
+printf '\x00   \n\x00' > "$corpus/external_output/blank"
+printf '\x01\x00\xff\xfe partial line\nlast line\n' > "$corpus/external_output/failed-stderr"
+
 mkdir -p "$corpus/checksum_file" "$corpus/cmdline" "$corpus/ini" "$corpus/api_json"
 sha=$(sha256sum "$raw" | cut -d' ' -f1)
 printf 'http://images.example/disk.raw?temp_url_sig=abc&temp_url_expires=1\n%s  disk.raw\n%s *other.raw\n' \

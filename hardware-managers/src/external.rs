@@ -362,22 +362,8 @@ impl HardwareManager for ExternalManager {
             tracing::info!(manager = %self.name, step = name, stderr = %out.stderr_tail,
                 "external step stderr (tail)");
         }
-        let parsed = parse_stdout(&out.stdout);
-        if !out.status.success() {
-            let reason = match &parsed {
-                Ok(Value::Object(o)) => o.get("error").and_then(Value::as_str).map(str::to_string),
-                _ => None,
-            }
-            .or_else(|| (!out.stderr_tail.is_empty()).then(|| out.stderr_tail.clone()))
-            .unwrap_or_else(|| "no output".into());
-            return Err(fail(format!("{}: {reason}", describe_status(out.status))));
-        }
-        let value = parsed.map_err(|e| {
-            fail(format!(
-                "exited 0 but its stdout is not JSON ({e}): {}",
-                preview(&out.stdout)
-            ))
-        })?;
+        let exit = (!out.status.success()).then(|| describe_status(out.status));
+        let value = step_outcome(exit.as_deref(), &out.stdout, &out.stderr_tail).map_err(fail)?;
         tracing::info!(manager = %self.name, step = name,
             elapsed_s = started.elapsed().as_secs_f64(), "external step succeeded");
         Ok(value)
@@ -563,6 +549,35 @@ fn tail_text(bytes: &[u8]) -> String {
         (true, Some(i)) => text[i + 1..].to_string(),
         _ => text.to_string(),
     }
+}
+
+/// What an external step's output means: its JSON result when it exited 0 (`exit` is
+/// `None`) with JSON or nothing on stdout, else the message for the step error: the exit
+/// status (`exit`) and the manager's `{"error": ...}`, or the stderr tail, or a preview of the
+/// output that is not JSON. The message is bounded by what the manager printed (stdout is
+/// capped by `max_output`, stderr by its tail), never by the parser.
+pub fn step_outcome(exit: Option<&str>, stdout: &[u8], stderr_tail: &str) -> Result<Value, String> {
+    let parsed = parse_stdout(stdout);
+    if let Some(exit) = exit {
+        let reason = match &parsed {
+            Ok(Value::Object(o)) => o.get("error").and_then(Value::as_str).map(str::to_string),
+            _ => None,
+        }
+        .or_else(|| (!stderr_tail.is_empty()).then(|| stderr_tail.to_string()))
+        .unwrap_or_else(|| "no output".into());
+        return Err(format!("{exit}: {reason}"));
+    }
+    parsed.map_err(|e| {
+        format!(
+            "exited 0 but its stdout is not JSON ({e}): {}",
+            preview(stdout)
+        )
+    })
+}
+
+/// The tail of a command's stderr as [`run`] keeps it, for [`step_outcome`].
+pub fn stderr_tail(stderr: &[u8]) -> String {
+    tail_text(stderr)
 }
 
 fn parse_stdout(stdout: &[u8]) -> Result<Value, serde_json::Error> {
