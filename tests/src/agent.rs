@@ -76,6 +76,11 @@ impl Agent {
         })
     }
 
+    /// The agent's pid (`ip netns exec` execs it, so the child is the agent).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `Some(status)` once the agent has exited.
     pub fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()

@@ -16,8 +16,19 @@
 //!    answer at once);
 //! 3. then an idle authenticated one, oldest first (the conductor's requests library opens
 //!    a new connection, and retries a request whose connection was closed under it);
-//! 4. never an authenticated connection in the middle of a request (a `wait=true` poll):
-//!    when every connection is one of those, the newcomer is refused.
+//! 4. never an authenticated connection in the middle of a request (a `wait=true` poll).
+//!    When every connection is one of those (token holders polling hard), the one whose
+//!    request started last (most likely a quick poll) is asked to close after its response
+//!    (HTTP/1.1 `Connection: close`), and the newcomer waits for its slot, for at most
+//!    [`ROTATE_WAIT`]; meanwhile nothing else is accepted, so later connections wait in the
+//!    kernel's listen queue, in order, costing the agent no descriptor. Refusing instead
+//!    would lock the conductor out whenever its polls alone fill the table.
+//!
+//! Token holders beyond the cap (more kept-alive connections than `max_connections`, all
+//! polling) shed one another, and a new connection of the conductor is shed like any newcomer
+//! that has not shown the token yet: the cap assumes the token's only holder is the
+//! conductor, which needs a handful of connections. Junk without the token never sheds a
+//! connection of the conductor while it has its own to give.
 //!
 //! A connection is authenticated for good once one of its requests carried the token (see
 //! `routes::require_token`). An unauthenticated connection is closed after a short idle time
@@ -81,11 +92,27 @@ pub(super) struct Table {
     permits: Arc<Semaphore>,
     next_id: AtomicU64,
     epoch: Instant,
+    shed_count: AtomicU64,
+    refused_count: AtomicU64,
+    /// `now()` of the last shed/refused log line (0: none yet).
+    last_log: AtomicU64,
 }
 
 /// How long admission waits for a shed connection to let go of its permit; dropping a
 /// connection's future is immediate, so this only guards against a wedged task.
 const SHED_WAIT: Duration = Duration::from_secs(1);
+
+/// How long a newcomer waits for room (see the module documentation) before it is refused.
+const ROTATE_WAIT: Duration = Duration::from_secs(10);
+
+/// How often a waiting newcomer looks for room again.
+const ADMIT_POLL: Duration = Duration::from_millis(20);
+
+/// Connections without the token one address may hold (see [`Table::over_peer_limit`]).
+const PER_PEER_UNAUTHENTICATED: usize = 16;
+
+/// Least time between two log lines about shed or refused connections.
+const LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl Table {
     pub(super) fn new(max_connections: usize) -> Arc<Table> {
@@ -94,6 +121,9 @@ impl Table {
             permits: Arc::new(Semaphore::new(max_connections.max(1))),
             next_id: AtomicU64::new(0),
             epoch: Instant::now(),
+            shed_count: AtomicU64::new(0),
+            refused_count: AtomicU64::new(0),
+            last_log: AtomicU64::new(0),
         })
     }
 
@@ -113,27 +143,127 @@ impl Table {
     /// Makes room for a newly accepted connection, shedding another one at the cap (see the
     /// module documentation). `None` means the newcomer must be refused.
     pub(super) async fn admit(self: &Arc<Self>, peer: SocketAddr) -> Option<Admitted> {
-        let permit = match self.permits.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                let victim = {
-                    let connections = self.lock();
-                    choose_victim(connections.values().map(|c| c.candidate()))
-                        .and_then(|id| connections.get(&id).cloned())
-                };
-                let victim = victim?;
-                tracing::info!(
-                    peer = %victim.peer,
-                    authenticated = victim.authenticated.load(Ordering::Relaxed),
-                    "connection limit reached: dropping a connection for a new one"
-                );
-                victim.shed();
-                tokio::time::timeout(SHED_WAIT, self.permits.clone().acquire_owned())
-                    .await
-                    .ok()?
-                    .ok()?
+        if self.over_peer_limit(peer) {
+            self.note_refused(
+                peer,
+                "the address holds too many connections without the token",
+            );
+            return None;
+        }
+        let deadline = Instant::now() + ROTATE_WAIT;
+        let mut said = false;
+        loop {
+            if let Ok(p) = self.permits.clone().try_acquire_owned() {
+                return self.admit_with(peer, p);
             }
-        };
+            let choice = {
+                let connections = self.lock();
+                let candidates = || connections.values().map(|c| c.candidate());
+                let get = |id: u64| connections.get(&id).cloned();
+                if let Some(v) = choose_victim(candidates()).and_then(get) {
+                    Some((v, false))
+                } else if candidates().any(|c| c.retiring) {
+                    // One is finishing its request to make room: wait for it.
+                    None
+                } else {
+                    choose_retiree(candidates())
+                        .and_then(get)
+                        .map(|r| (r, true))
+                }
+            };
+            match choice {
+                Some((retiree, true)) => {
+                    if !said {
+                        tracing::info!(
+                            peer = %retiree.peer,
+                            "connection limit reached, every connection busy with an \
+                             authenticated request: closing one after its response for a new one"
+                        );
+                        said = true;
+                    }
+                    retiree.retire.store(true, Ordering::Relaxed);
+                }
+                Some((victim, _)) => {
+                    self.note_shed(&victim);
+                    victim.shed();
+                    if let Ok(Ok(p)) =
+                        tokio::time::timeout(SHED_WAIT, self.permits.clone().acquire_owned()).await
+                    {
+                        return self.admit_with(peer, p);
+                    }
+                }
+                None => {}
+            }
+            if Instant::now() >= deadline {
+                self.note_refused(peer, "no connection made room in time");
+                return None;
+            }
+            // A slot frees, or look again soon: a grace period ends, a request ends.
+            if let Ok(Ok(p)) =
+                tokio::time::timeout(ADMIT_POLL, self.permits.clone().acquire_owned()).await
+            {
+                return self.admit_with(peer, p);
+            }
+        }
+    }
+
+    /// Whether `peer`'s address already holds [`PER_PEER_UNAUTHENTICATED`] connections that
+    /// never showed the token while none of its connections has: one machine flooding the
+    /// API is refused at once (an accept and a close) instead of churning the table, and
+    /// cannot take every slot. An address with an authenticated connection open (the
+    /// conductor) is never limited.
+    fn over_peer_limit(&self, peer: SocketAddr) -> bool {
+        let connections = self.lock();
+        let mut unauthenticated = 0;
+        for c in connections.values().filter(|c| c.peer.ip() == peer.ip()) {
+            if c.authenticated.load(Ordering::Relaxed) {
+                return false;
+            }
+            unauthenticated += 1;
+        }
+        unauthenticated >= PER_PEER_UNAUTHENTICATED
+    }
+
+    /// Logs a shed connection, at most one line per [`LOG_EVERY`] (a flood sheds thousands
+    /// a second, and a line each would cost more than the shedding).
+    fn note_shed(&self, victim: &Connection) {
+        let n = self.shed_count.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.log_due() {
+            tracing::info!(
+                peer = %victim.peer,
+                authenticated = victim.authenticated.load(Ordering::Relaxed),
+                shed_so_far = n,
+                refused_so_far = self.refused_count.load(Ordering::Relaxed),
+                "connection limit reached: dropping connections for new ones"
+            );
+        }
+    }
+
+    fn note_refused(&self, peer: SocketAddr, why: &'static str) {
+        let n = self.refused_count.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.log_due() {
+            tracing::warn!(
+                %peer, why, refused_so_far = n, shed_so_far = self.shed_count.load(Ordering::Relaxed),
+                "refusing new connections"
+            );
+        }
+    }
+
+    fn log_due(&self) -> bool {
+        let now = self.now();
+        let last = self.last_log.load(Ordering::Relaxed);
+        (last == 0 || now.saturating_sub(last) >= LOG_EVERY.as_millis() as u64)
+            && self
+                .last_log
+                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    fn admit_with(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+        permit: OwnedSemaphorePermit,
+    ) -> Option<Admitted> {
         let conn = Arc::new(Connection {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             peer,
@@ -142,6 +272,7 @@ impl Table {
             in_flight: AtomicUsize::new(0),
             last_active: AtomicU64::new(self.now()),
             shed: AtomicBool::new(false),
+            retire: AtomicBool::new(false),
             close: Notify::new(),
         });
         self.lock().insert(conn.id, conn.clone());
@@ -166,15 +297,25 @@ struct Candidate {
     /// Milliseconds since the table's epoch.
     last_active: u64,
     shed: bool,
+    retiring: bool,
 }
 
 /// The connection to drop for a newcomer, by the order in the module documentation.
 fn choose_victim(candidates: impl Iterator<Item = Candidate>) -> Option<u64> {
     candidates
         // An authenticated request in progress is the conductor waiting on the agent.
-        .filter(|c| !c.shed)
+        .filter(|c| !c.shed && !c.retiring)
         .filter(|c| !(c.authenticated && c.busy))
         .min_by_key(|c| (c.authenticated, c.busy, c.last_active, c.id))
+        .map(|c| c.id)
+}
+
+/// When there is no victim: the busy authenticated connection to close after its response,
+/// the one whose request started last.
+fn choose_retiree(candidates: impl Iterator<Item = Candidate>) -> Option<u64> {
+    candidates
+        .filter(|c| c.authenticated && c.busy && !c.shed && !c.retiring)
+        .max_by_key(|c| (c.last_active, c.id))
         .map(|c| c.id)
 }
 
@@ -188,6 +329,8 @@ pub(super) struct Connection {
     /// Milliseconds since the table's epoch: the accept, or the last request's start or end.
     last_active: AtomicU64,
     shed: AtomicBool,
+    /// Close after the response in progress (see [`choose_retiree`]).
+    retire: AtomicBool,
     close: Notify,
 }
 
@@ -203,6 +346,7 @@ impl Connection {
             busy: self.in_flight.load(Ordering::Relaxed) > 0,
             last_active: self.last_active.load(Ordering::Relaxed),
             shed: self.shed.load(Ordering::Relaxed),
+            retiring: self.retire.load(Ordering::Relaxed),
         }
     }
 
@@ -225,6 +369,11 @@ impl ConnectionHandle {
     /// The connection has shown the token: it is the conductor's.
     pub fn mark_authenticated(&self) {
         self.0.authenticated.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the response being made must close the connection (`Connection: close`).
+    pub(super) fn retiring(&self) -> bool {
+        self.0.retire.load(Ordering::Relaxed)
     }
 
     /// Counts a request as in progress until the guard is dropped (response ready, or the
@@ -308,7 +457,31 @@ mod tests {
             busy,
             last_active,
             shed: false,
+            retiring: false,
         }
+    }
+
+    #[test]
+    fn with_every_connection_busy_and_authenticated_the_latest_request_retires() {
+        let all = [
+            c(1, true, true, 5),
+            c(2, true, true, 9),
+            c(3, true, true, 7),
+        ];
+        assert_eq!(choose_victim(all.into_iter()), None);
+        assert_eq!(choose_retiree(all.into_iter()), Some(2));
+        let mut retiring = all;
+        retiring[1].retiring = true;
+        assert_eq!(
+            choose_retiree(retiring.into_iter()),
+            Some(3),
+            "one at a time each"
+        );
+        // Idle or unauthenticated connections are victims, not retirees.
+        assert_eq!(
+            choose_retiree([c(1, true, false, 5), c(2, false, true, 9)].into_iter()),
+            None
+        );
     }
 
     #[test]
@@ -375,13 +548,72 @@ mod tests {
         assert_eq!(table.len(), 0);
     }
 
+    /// Every slot an authenticated request in progress: the newcomer is not refused at once
+    /// (that locked the conductor out when token holders' polls filled the table) but waits;
+    /// the connection whose request started last is told to close after its response, and
+    /// the newcomer gets its slot when it does.
+    #[tokio::test(start_paused = true)]
+    async fn when_every_connection_is_an_authenticated_request_the_newcomer_waits_for_one() {
+        let table = Table::new(2);
+        let first = table.admit(peer()).await.unwrap();
+        first.handle().mark_authenticated();
+        let _long = first.handle().request_started();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let second = table.admit(peer()).await.unwrap();
+        second.handle().mark_authenticated();
+        let quick = second.handle().request_started();
+        let t = table.clone();
+        let newcomer = tokio::spawn(async move { t.admit(peer()).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!newcomer.is_finished(), "waits instead of being refused");
+        assert!(
+            second.handle().retiring(),
+            "the latest request's connection retires"
+        );
+        assert!(!first.handle().retiring());
+        // Its response goes out with `Connection: close`, and the connection ends.
+        drop(quick);
+        drop(second);
+        assert!(
+            newcomer.await.unwrap().is_some(),
+            "the newcomer took the slot"
+        );
+    }
+
+    /// One address without the token gets at most PER_PEER_UNAUTHENTICATED slots, even
+    /// below the cap; another address is not affected, nor is an address whose connection
+    /// showed the token (the conductor's).
     #[tokio::test]
-    async fn refused_when_every_connection_is_an_authenticated_request_in_progress() {
+    async fn one_address_without_the_token_holds_a_bounded_share() {
+        let table = Table::new(64);
+        let junk: SocketAddr = "10.0.0.9:4000".parse().unwrap();
+        let mut held = Vec::new();
+        for _ in 0..PER_PEER_UNAUTHENTICATED {
+            held.push(table.admit(junk).await.expect("below its share"));
+        }
+        assert!(table.admit(junk).await.is_none(), "over its share: refused");
+        let other: SocketAddr = "10.0.0.10:4000".parse().unwrap();
+        assert!(
+            table.admit(other).await.is_some(),
+            "another address is served"
+        );
+        held[0].handle().mark_authenticated();
+        assert!(
+            table.admit(junk).await.is_some(),
+            "an address with an authenticated connection is not limited"
+        );
+    }
+
+    /// ... but not for ever: with no connection closing, it is refused after ROTATE_WAIT.
+    #[tokio::test(start_paused = true)]
+    async fn refused_when_no_authenticated_request_ends_in_time() {
         let table = Table::new(1);
         let conductor = table.admit(peer()).await.unwrap();
         conductor.handle().mark_authenticated();
         let _request = conductor.handle().request_started();
+        let started = Instant::now();
         assert!(table.admit(peer()).await.is_none());
+        assert_eq!(started.elapsed(), ROTATE_WAIT);
     }
 
     #[tokio::test(start_paused = true)]

@@ -77,9 +77,8 @@ pub async fn serve(
                 continue;
             }
         };
+        // Refusals are logged by the table, at a bounded rate.
         let Some(admitted) = table.admit(peer).await else {
-            tracing::warn!(%peer, "connection limit reached and every connection is the \
-                conductor's request in progress: refusing a new connection");
             continue;
         };
         connections.spawn(serve_connection(
@@ -113,8 +112,18 @@ async fn serve_connection(
             let guard = conn.request_started();
             req.extensions_mut().insert(conn.clone());
             let response = router.clone().oneshot(req);
+            let retire = conn.clone();
             async move {
-                let response = response.await;
+                let mut response = response.await;
+                // A newcomer waits for this connection's slot (see `connections`).
+                if retire.retiring() {
+                    if let Ok(r) = &mut response {
+                        r.headers_mut().insert(
+                            hyper::header::CONNECTION,
+                            hyper::header::HeaderValue::from_static("close"),
+                        );
+                    }
+                }
                 drop(guard);
                 response
             }
