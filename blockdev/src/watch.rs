@@ -10,9 +10,20 @@
 //! limit, [`IoWatch::cancel`]s the writer (which refuses further work if the request ever
 //! returns) and reports the stall, leaving the stuck thread behind.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+/// The watch over the disk I/O of steps (erasing): those run inside hardware managers, behind
+/// an interface that knows nothing of stalls, so their writes report here and the agent's
+/// step runner watches. Image writes have a watch of their own (one per write).
+pub fn global() -> &'static IoWatch {
+    static GLOBAL: OnceLock<IoWatch> = OnceLock::new();
+    GLOBAL.get_or_init(IoWatch::new)
+}
+
+type Entry = (u64, Instant, &'static str, Option<PathBuf>);
 
 /// Shared between the threads doing the I/O (the writer, its background flusher) and the one
 /// watching them; clones share the state.
@@ -25,7 +36,7 @@ pub struct IoWatch {
 struct Inner {
     /// Requests in flight: id, start, what. A handful at most (one per I/O thread, nested
     /// requests), so a list under a lock costs nothing next to a multi-MiB write.
-    in_flight: Mutex<Vec<(u64, Instant, &'static str)>>,
+    in_flight: Mutex<Vec<Entry>>,
     next_id: AtomicU64,
     cancelled: AtomicBool,
 }
@@ -44,6 +55,8 @@ pub struct Stall {
     pub what: &'static str,
     /// How long it has been in flight.
     pub for_: Duration,
+    /// The device, when the request named it ([`IoWatch::begin_on`]).
+    pub device: Option<PathBuf>,
 }
 
 impl IoWatch {
@@ -51,7 +64,7 @@ impl IoWatch {
         Self::default()
     }
 
-    fn list(&self) -> std::sync::MutexGuard<'_, Vec<(u64, Instant, &'static str)>> {
+    fn list(&self) -> std::sync::MutexGuard<'_, Vec<Entry>> {
         // A panic while holding this lock leaves a valid list: keep using it.
         self.inner
             .in_flight
@@ -61,17 +74,30 @@ impl IoWatch {
 
     /// Marks the start of a request (`what`: "writing to", "syncing"), until the guard drops.
     pub fn begin(&self, what: &'static str) -> InFlight<'_> {
+        self.push(what, None)
+    }
+
+    /// [`Self::begin`] for a request to `device`, which a stall then names.
+    pub fn begin_on(&self, what: &'static str, device: &Path) -> InFlight<'_> {
+        self.push(what, Some(device.to_path_buf()))
+    }
+
+    fn push(&self, what: &'static str, device: Option<PathBuf>) -> InFlight<'_> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        self.list().push((id, Instant::now(), what));
+        self.list().push((id, Instant::now(), what, device));
         InFlight { watch: self, id }
     }
 
     /// The oldest request in flight, if it has been for at least `limit`.
     pub fn stalled(&self, limit: Duration) -> Option<Stall> {
         let list = self.list();
-        let (_, started, what) = list.iter().min_by_key(|(_, at, _)| *at)?;
+        let (_, started, what, device) = list.iter().min_by_key(|e| e.1)?;
         let for_ = started.elapsed();
-        (for_ >= limit).then_some(Stall { what, for_ })
+        (for_ >= limit).then(|| Stall {
+            what,
+            for_,
+            device: device.clone(),
+        })
     }
 
     /// Tells the I/O threads to stop: they refuse every request after the ones in flight.
@@ -86,7 +112,7 @@ impl IoWatch {
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.watch.list().retain(|(id, _, _)| *id != self.id);
+        self.watch.list().retain(|e| e.0 != self.id);
     }
 }
 
@@ -112,7 +138,7 @@ mod tests {
     #[test]
     fn the_oldest_request_in_flight_counts() {
         let w = IoWatch::new();
-        let outer = w.begin("zeroing");
+        let outer = w.begin_on("zeroing", Path::new("/dev/vdz"));
         std::thread::sleep(Duration::from_millis(30));
         {
             let _inner = w.begin("syncing");
@@ -122,6 +148,7 @@ mod tests {
             .stalled(Duration::from_millis(20))
             .expect("outer still in flight");
         assert_eq!(s.what, "zeroing");
+        assert_eq!(s.device.as_deref(), Some(Path::new("/dev/vdz")));
         drop(outer);
         assert_eq!(w.stalled(Duration::ZERO), None);
     }

@@ -504,6 +504,10 @@ pub struct FaultOutcome {
     pub stall_error: String,
     /// `deploy` to `deploy failed` for the stalled disk.
     pub stall_seconds: f64,
+    /// Manual cleaning (`erase_devices`) of the stalled disk: `last_error`, and `clean` to
+    /// `clean failed`.
+    pub erase_stall_error: String,
+    pub erase_stall_seconds: f64,
     /// The agent's API answered after the failed deploy (HTTP status).
     pub agent_status_after_failure: u16,
     pub total_seconds: f64,
@@ -516,7 +520,9 @@ pub struct FaultOutcome {
 ///    the disk's first MiB no partition table;
 /// 3. the stalled disk: a deploy → `deploy failed` within the agent's stall limit
 ///    ([`STALL_TIMEOUT_S`]), not a hang (Ironic itself would wait for ever: heartbeats keep
-///    coming).
+///    coming);
+/// 4. the stalled disk again: manual cleaning with `erase_devices` → `clean failed` within
+///    the same limit, naming the disk.
 pub fn run_disk_faults(name: &str) -> Result<FaultOutcome> {
     crate::cmd::check_prerequisites(qemu::REQUIRED_TOOLS)?;
     let chassis = chassis_binary()?;
@@ -684,6 +690,38 @@ fn faults_in(w: &mut World, chassis: &Path, node_out: &mut Option<String>) -> Re
         ),
         "the stall error does not name the device and the limit: {}",
         fo.stall_error
+    );
+
+    // 4. erase_devices on the stalled disk.
+    provision(&client, &uuid, json!({"target": "deleted"}))?;
+    wait(w, &client, &uuid, "available", PHASE_TIMEOUT)?;
+    wait_power_off(w)?;
+    provision(&client, &uuid, json!({"target": "manage"}))?;
+    wait(w, &client, &uuid, "manageable", Duration::from_secs(60))?;
+    w.progress("manual cleaning, erase_devices, on the disk that writes 4 KiB/s");
+    let t = Instant::now();
+    provision(
+        &client,
+        &uuid,
+        json!({"target": "clean", "clean_steps": [{"interface": "deploy", "step": "erase_devices"}]}),
+    )?;
+    let n = wait(w, &client, &uuid, "clean failed", PHASE_TIMEOUT)?;
+    fo.erase_stall_seconds = t.elapsed().as_secs_f64();
+    fo.erase_stall_error = n.last_error.unwrap_or_default();
+    w.progress(&format!(
+        "clean failed after {:.1}s: {}",
+        fo.erase_stall_seconds, fo.erase_stall_error
+    ));
+    ensure!(
+        has(
+            &fo.erase_stall_error,
+            &[
+                "/dev/vda",
+                &format!("did not complete in {STALL_TIMEOUT_S} s")
+            ]
+        ),
+        "the erase stall error does not name the disk and the limit: {}",
+        fo.erase_stall_error
     );
     provision_power_off(&client, &uuid)?;
     wait_power_off(w)?;

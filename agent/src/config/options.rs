@@ -195,7 +195,7 @@ options! {
     lookup_timeout: u64 = "600", group "DEFAULT", cmdline "ipa-lookup-timeout";
     /// Initial lookup retry interval in seconds (randomised exponential back-off, at most 60 s).
     lookup_interval: u64 = "1", group "DEFAULT", cmdline "ipa-lookup-interval";
-    /// Seconds one disk request of write_image may take before the disk counts as stalled and the command fails naming it; 0 waits forever (not an IPA option: IPA waits forever, and so does Ironic while heartbeats come).
+    /// Seconds one disk request of write_image or of an erase step may take before the disk counts as stalled and the command fails naming it; 0 waits forever (not an IPA option: IPA waits forever, and so does Ironic while heartbeats come).
     disk_stall_timeout: u64 = "300", group "DEFAULT", cmdline "ipa-disk-stall-timeout";
     /// Seconds to wait for LLDP frames during inventory.
     lldp_timeout: f64 = "30.0", group "DEFAULT", cmdline "ipa-lldp-timeout";

@@ -2,6 +2,7 @@
 //! running one, with IPA's version check and result shape.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use hardware_managers::{HardwareError, StepCall};
 use ironic_protocol::{CommandError, ErrorClass, ManagerVersions, Node, StepKind};
@@ -97,17 +98,27 @@ pub async fn execute_step(
         agent.forget_written_image();
     }
     let (node, ports, step_name) = (p.node, p.ports, name.clone());
-    let result = tokio::task::spawn_blocking(move || {
+    let task = tokio::task::spawn_blocking(move || {
         managers.execute_step_checked(
             kind,
             &step_name,
             &step_args,
             &StepCall::new(&node, &ports, &args),
         )
-    })
-    .await
-    .map_err(|e| internal(kind, &format!("{} step {name} crashed: {e}", kind.as_str())))?
-    .map_err(|e| step_error(kind, &name, e))?;
+    });
+    let stall = agent.config().options.disk_stall_timeout;
+    let limit = (stall > 0).then(|| Duration::from_secs(stall));
+    let result = unless_stalled(task, blockdev::watch::global(), limit)
+        .await
+        .map_err(|s| {
+            step_error(
+                kind,
+                &name,
+                HardwareError::StepFailed(stall_message(&s, stall)),
+            )
+        })?
+        .map_err(|e| internal(kind, &format!("{} step {name} crashed: {e}", kind.as_str())))?
+        .map_err(|e| step_error(kind, &name, e))?;
     tracing::info!(kind = kind.as_str(), step = %name, "step completed");
     let mut out = Map::new();
     out.insert(kind.result_key(), result);
@@ -158,6 +169,45 @@ fn step_error(kind: StepKind, step: &str, e: HardwareError) -> CommandError {
     error
 }
 
+/// Awaits `task` unless one request in `watch` stays in flight past `limit`: then the watch
+/// is cancelled (the managers' disk writes refuse to go on) and the stall returned, leaving
+/// the stuck thread behind. Ironic would wait for ever otherwise: heartbeats keep coming.
+async fn unless_stalled<T>(
+    mut task: tokio::task::JoinHandle<T>,
+    watch: &blockdev::IoWatch,
+    limit: Option<Duration>,
+) -> Result<Result<T, tokio::task::JoinError>, blockdev::Stall> {
+    let Some(limit) = limit else {
+        return Ok(task.await);
+    };
+    loop {
+        tokio::select! {
+            r = &mut task => return Ok(r),
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                if let Some(stall) = watch.stalled(limit) {
+                    watch.cancel();
+                    tracing::error!(request = stall.what, device = ?stall.device,
+                        seconds = stall.for_.as_secs(), "disk request stalled; failing the step");
+                    return Err(stall);
+                }
+            }
+        }
+    }
+}
+
+fn stall_message(s: &blockdev::Stall, limit_s: u64) -> String {
+    let device = s
+        .device
+        .as_ref()
+        .map_or_else(|| "a disk".to_string(), |d| d.display().to_string());
+    format!(
+        "{} {device} did not complete in {limit_s} s: the disk stopped answering (check the disk \
+         and its controller; the limit is the agent's disk_stall_timeout). No more erase writes \
+         until the ramdisk restarts.",
+        s.what
+    )
+}
+
 fn internal(kind: StepKind, details: &str) -> CommandError {
     CommandError::new(kind.error_class(), details)
 }
@@ -165,6 +215,40 @@ fn internal(kind: StepKind, details: &str) -> CommandError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A step whose disk request hangs past the limit fails at once with the device named;
+    /// one that finishes is awaited whatever it takes; without a limit nothing is watched.
+    #[tokio::test]
+    async fn a_stalled_step_fails_naming_the_device_and_a_finished_one_returns() {
+        let watch = blockdev::IoWatch::new();
+        let w = watch.clone();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let hung = tokio::task::spawn_blocking(move || {
+            let _io = w.begin_on("writing to", std::path::Path::new("/dev/vdq"));
+            let _ = release_rx.recv_timeout(Duration::from_secs(30));
+            7
+        });
+        let t = std::time::Instant::now();
+        let stall = unless_stalled(hung, &watch, Some(Duration::from_millis(300)))
+            .await
+            .expect_err("the hung request is a stall");
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        assert!(watch.is_cancelled());
+        let msg = stall_message(&stall, 300);
+        assert!(
+            msg.starts_with("writing to /dev/vdq did not complete in 300 s"),
+            "{msg}"
+        );
+        release_tx.send(()).unwrap();
+
+        let quiet = blockdev::IoWatch::new();
+        let done = tokio::task::spawn_blocking(|| {
+            std::thread::sleep(Duration::from_millis(700));
+            5
+        });
+        let v = unless_stalled(done, &quiet, Some(Duration::from_millis(300))).await;
+        assert_eq!(v.unwrap().unwrap(), 5, "no request in flight: no stall");
+    }
 
     #[test]
     fn steps_that_may_change_disks_forget_the_written_image() {

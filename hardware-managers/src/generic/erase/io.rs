@@ -105,7 +105,21 @@ impl DiskWriter {
         self.direct.is_some()
     }
 
+    /// Fails once a disk stalled in this boot ([`blockdev::watch::global`] cancelled): a
+    /// thread stuck in the kernel may still be writing, and nothing more should.
+    fn check_stall(&self) -> io::Result<()> {
+        if blockdev::watch::global().is_cancelled() {
+            return Err(io::Error::other(
+                "a disk stopped answering earlier in this boot; no more erase writes until the \
+                 ramdisk restarts",
+            ));
+        }
+        Ok(())
+    }
+
     pub fn write_at(&mut self, data: &[u8], offset: u64) -> io::Result<()> {
+        self.check_stall()?;
+        let _io = blockdev::watch::global().begin_on("writing to", self.disk.path());
         if let Some(direct) = &self.direct {
             // The kernel refuses a misaligned direct write as a whole, with EINVAL.
             match direct.write_all_at(data, offset) {
@@ -123,6 +137,8 @@ impl DiskWriter {
     }
 
     pub fn sync(&self) -> io::Result<()> {
+        self.check_stall()?;
+        let _io = blockdev::watch::global().begin_on("syncing", self.disk.path());
         self.direct.as_ref().map_or(Ok(()), File::sync_all)?;
         self.disk.file().sync_all()
     }
