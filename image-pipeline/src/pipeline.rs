@@ -502,6 +502,22 @@ mod tests {
         }
     }
 
+    fn writer_for(target: &tempfile::NamedTempFile) -> DiskWriter {
+        DiskWriter::open(
+            blockdev::WritableDisk::open_file(target.path()).unwrap(),
+            None,
+        )
+        .unwrap()
+    }
+
+    fn memory(data: &Bytes, chunk: usize) -> Box<Memory> {
+        Box::new(Memory {
+            data: data.clone(),
+            chunk,
+            at: 0,
+        })
+    }
+
     fn disk(size: usize) -> tempfile::NamedTempFile {
         let f = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(f.path(), vec![0xA5u8; size]).unwrap();
@@ -524,17 +540,9 @@ mod tests {
     fn raw_image_lands_verified() {
         let img = image(5 * 1024 * 1024 + 333);
         let target = disk(8 << 20);
-        let src = Box::new(Memory {
-            data: img.clone(),
-            chunk: 100_003,
-            at: 0,
-        });
+        let src = memory(&img, 100_003);
         let open = factory(Some("raw"));
-        let writer = DiskWriter::open(
-            blockdev::WritableDisk::open_file(target.path()).unwrap(),
-            None,
-        )
-        .unwrap();
+        let writer = writer_for(&target);
         let report = run(src, "img", &sha256(&img), &open, writer, None).unwrap();
         assert_eq!(report.file_bytes, img.len() as u64);
         let after = std::fs::read(target.path()).unwrap();
@@ -549,17 +557,9 @@ mod tests {
     fn a_stalled_write_fails_the_run_instead_of_hanging_it() {
         let img = image(6 << 20);
         let target = disk(8 << 20);
-        let src = Box::new(Memory {
-            data: img.clone(),
-            chunk: 1 << 20,
-            at: 0,
-        });
+        let src = memory(&img, 1 << 20);
         let open = factory(Some("raw"));
-        let mut writer = DiskWriter::open(
-            blockdev::WritableDisk::open_file(target.path()).unwrap(),
-            None,
-        )
-        .unwrap();
+        let mut writer = writer_for(&target);
         writer.set_stall_limit(Some(Duration::from_millis(300)));
         writer.hang_at = Some((3 << 20, Duration::from_secs(2)));
         let t = Instant::now();
@@ -598,17 +598,9 @@ mod tests {
     fn without_a_stall_limit_a_slow_write_just_finishes() {
         let img = image(3 << 20);
         let target = disk(4 << 20);
-        let src = Box::new(Memory {
-            data: img.clone(),
-            chunk: 1 << 20,
-            at: 0,
-        });
+        let src = memory(&img, 1 << 20);
         let open = factory(Some("raw"));
-        let mut writer = DiskWriter::open(
-            blockdev::WritableDisk::open_file(target.path()).unwrap(),
-            None,
-        )
-        .unwrap();
+        let mut writer = writer_for(&target);
         writer.hang_at = Some((2 << 20, Duration::from_millis(400)));
         run(src, "img", &sha256(&img), &open, writer, None).unwrap();
         let after = std::fs::read(target.path()).unwrap();
@@ -619,19 +611,11 @@ mod tests {
     fn checksum_mismatch_leaves_no_bootable_head() {
         let img = image(3 << 20);
         let target = disk(4 << 20);
-        let src = Box::new(Memory {
-            data: img.clone(),
-            chunk: 65536,
-            at: 0,
-        });
+        let src = memory(&img, 65536);
         let mut wrong = sha256(&img);
         wrong.value = "0".repeat(64);
         let open = factory(Some("raw"));
-        let writer = DiskWriter::open(
-            blockdev::WritableDisk::open_file(target.path()).unwrap(),
-            None,
-        )
-        .unwrap();
+        let writer = writer_for(&target);
         let err = run(src, "img", &wrong, &open, writer, None).unwrap_err();
         assert!(matches!(err, PipelineError::Checksum(_)), "{err}");
         let after = std::fs::read(target.path()).unwrap();
@@ -643,17 +627,9 @@ mod tests {
     fn too_small_target_is_untouched() {
         let img = image(3 << 20);
         let target = disk(2 << 20);
-        let src = Box::new(Memory {
-            data: img.clone(),
-            chunk: 1 << 20,
-            at: 0,
-        });
+        let src = memory(&img, 1 << 20);
         let open = factory(Some("raw"));
-        let writer = DiskWriter::open(
-            blockdev::WritableDisk::open_file(target.path()).unwrap(),
-            None,
-        )
-        .unwrap();
+        let writer = writer_for(&target);
         let err = run(src, "img", &sha256(&img), &open, writer, None).unwrap_err();
         assert!(err.to_string().contains("needs at least"), "{err}");
         assert!(std::fs::read(target.path())
@@ -680,17 +656,9 @@ mod tests {
         assert!(st.success());
         let file = Bytes::from(std::fs::read(&q).unwrap());
         let target = disk(8 << 20);
-        let src = Box::new(Memory {
-            data: file.clone(),
-            chunk: 77_777,
-            at: 0,
-        });
+        let src = memory(&file, 77_777);
         let open = factory(Some("qcow2"));
-        let writer = DiskWriter::open(
-            blockdev::WritableDisk::open_file(target.path()).unwrap(),
-            None,
-        )
-        .unwrap();
+        let writer = writer_for(&target);
         let report = run(src, "img", &sha256(&file), &open, writer, None).unwrap();
         assert_eq!(report.format, "qcow2");
         assert_eq!(report.image_size, 6 << 20);

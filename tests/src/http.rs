@@ -179,6 +179,17 @@ fn read_response<R: BufRead>(mut r: R) -> Result<Response> {
     })
 }
 
+/// The `Content-Length` of an HTTP/1.1 head (0 when absent or unparsable).
+pub fn content_length(head: &str) -> usize {
+    head.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -387,3 +387,24 @@ pub fn qcow2_with_cluster_past_end(dir: &Path, name: &str) -> Result<PathBuf> {
     );
     Ok(path)
 }
+
+/// Random bytes from a fast generator (the content only has to be incompressible).
+pub fn write_random(path: &Path, size: u64) -> Result<()> {
+    let mut f = std::io::BufWriter::with_capacity(8 << 20, std::fs::File::create(path)?);
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut buf = vec![0u8; 8 << 20];
+    let mut left = size;
+    while left > 0 {
+        for word in buf.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            word.copy_from_slice(&x.to_le_bytes());
+        }
+        let n = left.min(buf.len() as u64) as usize;
+        f.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    f.flush()?;
+    Ok(())
+}

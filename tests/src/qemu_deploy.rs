@@ -91,6 +91,23 @@ struct World {
 }
 
 impl World {
+    /// Nothing started yet; the VM's console goes to `serial.log` in `dir`.
+    fn new(dir: TestDir, echo: bool) -> World {
+        let serial = dir.join("serial.log");
+        World {
+            started: Instant::now(),
+            bmc: None,
+            ironic: None,
+            nginx: None,
+            ns: None,
+            dir,
+            console: SerialLog::new(&serial),
+            serial,
+            echo,
+            lines: Vec::new(),
+        }
+    }
+
     fn progress(&self, msg: &str) {
         println!("[{:6.1}s] {msg}", self.started.elapsed().as_secs_f64());
     }
@@ -223,20 +240,7 @@ pub fn chassis_binary() -> Result<PathBuf> {
 pub fn run(opts: &Options) -> Result<Outcome> {
     crate::cmd::check_prerequisites(qemu::REQUIRED_TOOLS)?;
     let chassis = chassis_binary()?;
-    let dir = TestDir::new(&opts.name)?;
-    let serial = dir.join("serial.log");
-    let mut w = World {
-        started: Instant::now(),
-        bmc: None,
-        ironic: None,
-        nginx: None,
-        ns: None,
-        dir,
-        serial: serial.clone(),
-        echo: opts.echo_console,
-        console: SerialLog::new(&serial),
-        lines: Vec::new(),
-    };
+    let mut w = World::new(TestDir::new(&opts.name)?, opts.echo_console);
     let mut node: Option<String> = None;
     match run_in(&mut w, opts, &chassis, &mut node) {
         Ok(o) => Ok(o),
@@ -300,20 +304,8 @@ fn run_in(
     }
 
     // 6. Deploy: the second network boot.
-    let image = WholeDiskImage::build(&w.dir.join("image-server"), "disk.raw", 16, 16)?;
-    std::fs::copy(&image.path, www.join("images/disk.raw"))?;
-    let digests = images::digests(&image.path)?;
-    let url = format!("http://{}:{}/images/disk.raw", qemu::HOST, qemu::HTTP_PORT);
-    client.patch_node(
-        &uuid,
-        &[
-            ("/instance_info/image_source", json!(url)),
-            ("/instance_info/image_os_hash_algo", json!("sha256")),
-            ("/instance_info/image_os_hash_value", json!(digests.sha256)),
-            ("/instance_info/image_type", json!("whole-disk")),
-            ("/instance_info/root_gb", json!("1")),
-        ],
-    )?;
+    let (image, url, patches) = serve_image(w, &www)?;
+    client.patch_node(&uuid, &patches)?;
     w.progress(&format!(
         "deploy: {} MiB raw GPT image (ESP + root) from {url}",
         image.len >> 20
@@ -526,20 +518,7 @@ pub struct FaultOutcome {
 pub fn run_disk_faults(name: &str) -> Result<FaultOutcome> {
     crate::cmd::check_prerequisites(qemu::REQUIRED_TOOLS)?;
     let chassis = chassis_binary()?;
-    let dir = TestDir::new(name)?;
-    let serial = dir.join("serial.log");
-    let mut w = World {
-        started: Instant::now(),
-        bmc: None,
-        ironic: None,
-        nginx: None,
-        ns: None,
-        dir,
-        serial: serial.clone(),
-        echo: false,
-        console: SerialLog::new(&serial),
-        lines: Vec::new(),
-    };
+    let mut w = World::new(TestDir::new(name)?, false);
     let mut node: Option<String> = None;
     match faults_in(&mut w, &chassis, &mut node) {
         Ok(o) => Ok(o),
@@ -583,26 +562,22 @@ fn faults_in(w: &mut World, chassis: &Path, node_out: &mut Option<String>) -> Re
         mut vm,
     } = start_world(w, &opts, chassis, node_out, &mut out, &setup)?;
     let client = w.client()?;
-    let has = |e: &str, what: &[&str]| what.iter().all(|n| e.contains(n));
-    let errno = |e: &str| e.contains("Input/output error") || e.contains("os error 5");
 
     // 1. erase_devices on a disk that fails writes.
     w.progress(&format!(
         "manual cleaning, erase_devices: writes to sector {EIO_SECTOR} of the VM's disk fail with EIO"
     ));
-    provision(
+    let erase = json!({"target": "clean", "clean_steps": [{"interface": "deploy", "step": "erase_devices"}]});
+    fo.erase_error = expect_failure(
+        w,
         &client,
         &uuid,
-        json!({"target": "clean", "clean_steps": [{"interface": "deploy", "step": "erase_devices"}]}),
-    )?;
-    let n = wait(w, &client, &uuid, "clean failed", PHASE_TIMEOUT)?;
-    fo.erase_error = n.last_error.unwrap_or_default();
-    w.progress(&format!("clean failed: {}", fo.erase_error));
-    ensure!(
-        has(&fo.erase_error, &["/dev/vda"]) && errno(&fo.erase_error),
-        "the erase error does not name the disk and the errno: {}",
-        fo.erase_error
-    );
+        erase.clone(),
+        "clean failed",
+        &["/dev/vda"],
+        true,
+    )?
+    .0;
     let (status, v) = client.call("DELETE", &format!("/v1/nodes/{uuid}/maintenance"), None)?;
     ensure!(status == 202, "leaving maintenance: {status} {v}");
     provision(&client, &uuid, json!({"target": "manage"}))?;
@@ -614,34 +589,22 @@ fn faults_in(w: &mut World, chassis: &Path, node_out: &mut Option<String>) -> Re
     wait(w, &client, &uuid, "available", Duration::from_secs(60))?;
 
     // 2. write_image on the same disk.
-    let image = WholeDiskImage::build(&w.dir.join("image-server"), "disk.raw", 16, 16)?;
-    std::fs::copy(&image.path, www.join("images/disk.raw"))?;
-    let digests = images::digests(&image.path)?;
-    let url = format!("http://{}:{}/images/disk.raw", qemu::HOST, qemu::HTTP_PORT);
+    let (_, _, patches) = serve_image(w, &www)?;
     // Undeploying clears instance_info: set it before each deploy.
-    let set_image = || {
-        client.patch_node(
-            &uuid,
-            &[
-                ("/instance_info/image_source", json!(url)),
-                ("/instance_info/image_os_hash_algo", json!("sha256")),
-                ("/instance_info/image_os_hash_value", json!(digests.sha256)),
-                ("/instance_info/image_type", json!("whole-disk")),
-                ("/instance_info/root_gb", json!("1")),
-            ],
-        )
-    };
+    let set_image = || client.patch_node(&uuid, &patches);
     set_image()?;
     w.progress("deploy onto the failing disk");
-    provision(&client, &uuid, json!({"target": "active"}))?;
-    let n = wait(w, &client, &uuid, "deploy failed", PHASE_TIMEOUT)?;
-    fo.write_error = n.last_error.unwrap_or_default();
-    w.progress(&format!("deploy failed: {}", fo.write_error));
-    ensure!(
-        has(&fo.write_error, &["/dev/vda"]) && errno(&fo.write_error),
-        "the write error does not name the device and the errno: {}",
-        fo.write_error
-    );
+    let active = json!({"target": "active"});
+    fo.write_error = expect_failure(
+        w,
+        &client,
+        &uuid,
+        active.clone(),
+        "deploy failed",
+        &["/dev/vda"],
+        true,
+    )?
+    .0;
     fo.agent_status_after_failure = agent_status()?;
     ensure!(
         fo.agent_status_after_failure == 200,
@@ -671,26 +634,16 @@ fn faults_in(w: &mut World, chassis: &Path, node_out: &mut Option<String>) -> Re
     w.bmc.as_ref().context("no BMC")?.set_vm(&vm)?;
     set_image()?;
     w.progress("deploy onto a disk that writes 4 KiB/s (stalled)");
-    let t = Instant::now();
-    provision(&client, &uuid, json!({"target": "active"}))?;
-    let n = wait(w, &client, &uuid, "deploy failed", PHASE_TIMEOUT)?;
-    fo.stall_seconds = t.elapsed().as_secs_f64();
-    fo.stall_error = n.last_error.unwrap_or_default();
-    w.progress(&format!(
-        "deploy failed after {:.1}s: {}",
-        fo.stall_seconds, fo.stall_error
-    ));
-    ensure!(
-        has(
-            &fo.stall_error,
-            &[
-                "/dev/vda",
-                &format!("did not complete in {STALL_TIMEOUT_S} s")
-            ]
-        ),
-        "the stall error does not name the device and the limit: {}",
-        fo.stall_error
-    );
+    let limit = format!("did not complete in {STALL_TIMEOUT_S} s");
+    (fo.stall_error, fo.stall_seconds) = expect_failure(
+        w,
+        &client,
+        &uuid,
+        active,
+        "deploy failed",
+        &["/dev/vda", &limit],
+        false,
+    )?;
 
     // 4. erase_devices on the stalled disk.
     provision(&client, &uuid, json!({"target": "deleted"}))?;
@@ -699,30 +652,15 @@ fn faults_in(w: &mut World, chassis: &Path, node_out: &mut Option<String>) -> Re
     provision(&client, &uuid, json!({"target": "manage"}))?;
     wait(w, &client, &uuid, "manageable", Duration::from_secs(60))?;
     w.progress("manual cleaning, erase_devices, on the disk that writes 4 KiB/s");
-    let t = Instant::now();
-    provision(
+    (fo.erase_stall_error, fo.erase_stall_seconds) = expect_failure(
+        w,
         &client,
         &uuid,
-        json!({"target": "clean", "clean_steps": [{"interface": "deploy", "step": "erase_devices"}]}),
+        erase,
+        "clean failed",
+        &["/dev/vda", &limit],
+        false,
     )?;
-    let n = wait(w, &client, &uuid, "clean failed", PHASE_TIMEOUT)?;
-    fo.erase_stall_seconds = t.elapsed().as_secs_f64();
-    fo.erase_stall_error = n.last_error.unwrap_or_default();
-    w.progress(&format!(
-        "clean failed after {:.1}s: {}",
-        fo.erase_stall_seconds, fo.erase_stall_error
-    ));
-    ensure!(
-        has(
-            &fo.erase_stall_error,
-            &[
-                "/dev/vda",
-                &format!("did not complete in {STALL_TIMEOUT_S} s")
-            ]
-        ),
-        "the erase stall error does not name the disk and the limit: {}",
-        fo.erase_stall_error
-    );
     provision_power_off(&client, &uuid)?;
     wait_power_off(w)?;
     fo.total_seconds = w.started.elapsed().as_secs_f64();
@@ -749,6 +687,52 @@ fn agent_status() -> Result<u16> {
         .trim()
         .parse()
         .unwrap_or(0))
+}
+
+/// `instance_info` patches.
+type Patches = Vec<(&'static str, Value)>;
+
+/// Requests `body`, waits for the failed state `state`; `last_error` and the seconds it took,
+/// once `last_error` contains every one of `needles` and, with `errno`, errno 5 (EIO).
+fn expect_failure(
+    w: &mut World,
+    client: &IronicClient,
+    uuid: &str,
+    body: Value,
+    state: &str,
+    needles: &[&str],
+    errno: bool,
+) -> Result<(String, f64)> {
+    let t = Instant::now();
+    provision(client, uuid, body)?;
+    let n = wait(w, client, uuid, state, PHASE_TIMEOUT)?;
+    let seconds = t.elapsed().as_secs_f64();
+    let error = n.last_error.unwrap_or_default();
+    w.progress(&format!("{state} after {seconds:.1}s: {error}"));
+    ensure!(
+        needles.iter().all(|n| error.contains(n))
+            && (!errno || error.contains("Input/output error") || error.contains("os error 5")),
+        "last_error lacks {needles:?}{}: {error}",
+        if errno { " or errno 5" } else { "" }
+    );
+    Ok((error, seconds))
+}
+
+/// The deploy's image (a 34 MiB GPT disk: ESP + root) published by nginx; its URL and the
+/// node's `instance_info` for it.
+fn serve_image(w: &World, www: &Path) -> Result<(WholeDiskImage, String, Patches)> {
+    let image = WholeDiskImage::build(&w.dir.join("image-server"), "disk.raw", 16, 16)?;
+    std::fs::copy(&image.path, www.join("images/disk.raw"))?;
+    let digests = images::digests(&image.path)?;
+    let url = format!("http://{}:{}/images/disk.raw", qemu::HOST, qemu::HTTP_PORT);
+    let patches = vec![
+        ("/instance_info/image_source", json!(url)),
+        ("/instance_info/image_os_hash_algo", json!("sha256")),
+        ("/instance_info/image_os_hash_value", json!(digests.sha256)),
+        ("/instance_info/image_type", json!("whole-disk")),
+        ("/instance_info/root_gb", json!("1")),
+    ];
+    Ok((image, url, patches))
 }
 
 fn mib(b: u64) -> f64 {

@@ -42,14 +42,7 @@ fn callback_server(listener: TcpListener, tx: mpsc::Sender<(String, Vec<u8>)>) {
                 continue;
             };
             let head = String::from_utf8_lossy(&req[..end]).to_string();
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse().ok())?
-                })
-                .unwrap_or(0);
+            let len = e2e::http::content_length(&head);
             if req.len() >= end + 4 + len {
                 break (head, req[end + 4..end + 4 + len].to_vec());
             }

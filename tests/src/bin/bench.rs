@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use e2e::cmd;
-use e2e::http;
 use e2e::nginx::Nginx;
 use e2e::testdir::TestDir;
+use e2e::{http, images};
 use image_pipeline::checksum::Algorithm;
 use serde_json::{json, Value};
 
@@ -159,7 +159,7 @@ fn main() -> Result<()> {
         "building a {} MiB GPT image of random data",
         opts.size_mib
     ));
-    write_random(&raw, size)?;
+    images::write_random(&raw, size)?;
     cmd::run(
         Command::new("sgdisk")
             .args(["-n", "1:2048:0", "-t", "1:8300"])
@@ -434,28 +434,6 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// Random bytes from a fast generator (the content only has to be incompressible).
-fn write_random(path: &Path, size: u64) -> Result<()> {
-    use std::io::Write;
-    let mut f = std::io::BufWriter::with_capacity(8 << 20, std::fs::File::create(path)?);
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    let mut buf = vec![0u8; 8 << 20];
-    let mut left = size;
-    while left > 0 {
-        for word in buf.chunks_exact_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            word.copy_from_slice(&x.to_le_bytes());
-        }
-        let n = left.min(buf.len() as u64) as usize;
-        f.write_all(&buf[..n])?;
-        left -= n as u64;
-    }
-    f.flush()?;
-    Ok(())
-}
-
 fn sha256_file(path: &Path) -> Result<String> {
     use std::io::Read;
     let mut h = Algorithm::Sha256.hasher();
@@ -608,15 +586,7 @@ impl StandaloneAgent {
 
     fn proc_stat(&self) -> Result<(f64, f64)> {
         let pid = self.child.id();
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, r)| r)
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        let tick = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.unwrap_or(100) as f64;
-        let cpu = (fields[11].parse::<f64>()? + fields[12].parse::<f64>()?) / tick;
+        let cpu = cmd::cpu_seconds(pid);
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
         let hwm_kib = status
             .lines()

@@ -62,7 +62,7 @@ fn main() -> Result<()> {
     let work = e2e::testdir::TestDir::new("load-bench")?;
     let image = work.join("disk.raw");
     println!("building a {size_mib} MiB GPT image of random data");
-    write_random(&image, size_mib << 20)?;
+    images::write_random(&image, size_mib << 20)?;
     cmd::run(
         Command::new("sgdisk")
             .args(["-n", "1:2048:0", "-t", "1:8300"])
@@ -187,7 +187,7 @@ fn run_one(load: Load, image: &Path, digests: &images::Digests) -> Result<Row> {
     let pid = agent.pid();
     let log = agent.log_path();
     let sampler = Sampler::start(pid);
-    let agent_cpu0 = cpu_seconds(pid);
+    let agent_cpu0 = e2e::cmd::cpu_seconds(pid);
     let t0 = Instant::now();
     let db = h.dir().join("ironic/ironic.sqlite");
     let token = wait_token(&db, h.node_uuid()?)?;
@@ -198,10 +198,10 @@ fn run_one(load: Load, image: &Path, digests: &images::Digests) -> Result<Row> {
     };
     let verdict = h.wait_for("active", Duration::from_secs(600));
     let window = t0.elapsed().as_secs_f64();
-    let agent_cpu = cpu_seconds(pid) - agent_cpu0;
+    let agent_cpu = e2e::cmd::cpu_seconds(pid) - agent_cpu0;
     let (attack_stats, attacker_cpu) = match attack.as_mut() {
         Some(a) => {
-            let cpu = cpu_seconds(a.child.id());
+            let cpu = e2e::cmd::cpu_seconds(a.child.id());
             (a.stop(), cpu)
         }
         None => ("-".into(), 0.0),
@@ -291,26 +291,6 @@ fn parse_time(ts: &str) -> Option<f64> {
         .parse()
         .ok()?;
     Some(h * 3600.0 + m * 60.0 + s)
-}
-
-/// CPU seconds (user + system) a process used so far.
-fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Samples the agent's VmHWM and open fds every 50 ms.
@@ -437,26 +417,6 @@ impl Attack {
             .trim()
             .to_string()
     }
-}
-
-fn write_random(path: &Path, size: u64) -> Result<()> {
-    let mut f = std::io::BufWriter::with_capacity(8 << 20, std::fs::File::create(path)?);
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    let mut buf = vec![0u8; 8 << 20];
-    let mut left = size;
-    while left > 0 {
-        for word in buf.chunks_exact_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            word.copy_from_slice(&x.to_le_bytes());
-        }
-        let n = left.min(buf.len() as u64) as usize;
-        f.write_all(&buf[..n])?;
-        left -= n as u64;
-    }
-    f.flush()?;
-    Ok(())
 }
 
 /// The attacker: threads that hammer the agent until killed, writing their counters to the
@@ -659,14 +619,7 @@ mod attack {
         };
         let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
         let status = head.split_whitespace().nth(1)?.parse().ok()?;
-        let len: usize = head
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length")
-                    .then(|| v.trim().parse().ok())?
-            })
-            .unwrap_or(0);
+        let len = e2e::http::content_length(&head);
         let mut have = buf.len() - head_end;
         while have < len {
             let n = tls.read(&mut byte).ok()?;
