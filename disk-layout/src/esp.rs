@@ -239,6 +239,14 @@ impl<'a> Esp<'a> {
                 if name == "." || name == ".." {
                     continue;
                 }
+                // FAT forbids these in names; a crafted entry with them would make a path
+                // that names another file ("EFI/BOOT/BOOTX64.EFI" in one entry of the root)
+                // and that no lookup finds. Found by the esp_walk fuzz target.
+                if name.is_empty() || name.contains(['/', '\\', '\0']) {
+                    tracing::warn!(esp = %self.name, dir = %path, name = ?name,
+                        "skipping an ESP entry whose name FAT does not allow");
+                    continue;
+                }
                 entries += 1;
                 if entries > self.limits.max_entries {
                     return Err(self.over(Limit::TooManyEntries(self.limits.max_entries)));
@@ -491,6 +499,26 @@ mod tests {
             }
             other => panic!("not over a limit: {other:?}"),
         }
+    }
+
+    /// A directory entry whose name holds a `/` (FAT forbids it; crafted by patching a short
+    /// name) is skipped: it must not pass for a path into subdirectories, as the esp_walk
+    /// fuzz target found ("////////.//" from a handful of such entries).
+    #[test]
+    fn entries_with_slashes_in_their_names_are_skipped() {
+        let esp = esp_with(&[("ABC", b"x"), ("BOOTX64.EFI", b"MZ")]);
+        {
+            let raw = esp.1.read_vec(esp.2.offset, esp.2.len as usize).unwrap();
+            let at = raw
+                .windows(11)
+                .position(|w| w == b"ABC        ")
+                .expect("the short name entry");
+            esp.1
+                .write_all_at(b"EFI/BOOT/BO", esp.2.offset + at as u64)
+                .unwrap();
+        }
+        let files = walk_guarded(esp).unwrap();
+        assert_eq!(files, ["BOOTX64.EFI"], "the forged entry is not listed");
     }
 
     #[test]
