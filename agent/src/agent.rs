@@ -12,9 +12,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use blockdev::DeviceGuard;
 use hardware_managers::Managers;
 use ironic_protocol::{LookupConfig, LookupResponse, Node};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
-use crate::commands::CommandHistory;
+use crate::commands::{CommandHistory, Delivery};
 use crate::config::Config;
 use crate::logging::LogBuffer;
 
@@ -50,7 +50,7 @@ pub struct Agent {
     managers: Arc<Managers>,
     history: CommandHistory,
     session: Mutex<Session>,
-    force_heartbeat: Arc<Notify>,
+    delivery: Arc<Delivery>,
     stop_api: watch::Sender<bool>,
     started_at: f64,
     logs: LogBuffer,
@@ -75,7 +75,7 @@ impl Agent {
                 api_scheme: "http",
                 ..Session::default()
             }),
-            force_heartbeat: Arc::new(Notify::new()),
+            delivery: Arc::new(Delivery::default()),
             stop_api: watch::channel(false).0,
             started_at: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -198,18 +198,10 @@ impl Agent {
         session.partition_uuids = None;
     }
 
-    /// Called when an async command finishes: heartbeat early so the conductor notices.
-    pub fn command_finished(&self, command: &str) {
-        tracing::debug!(
-            command,
-            "async command finished, requesting an early heartbeat"
-        );
-        self.force_heartbeat.notify_one();
-    }
-
-    /// What the heartbeat loop waits on besides its interval.
-    pub fn heartbeat_trigger(&self) -> Arc<Notify> {
-        self.force_heartbeat.clone()
+    /// Whether the conductor has read the last asynchronous result: drives the early
+    /// heartbeat (see [`Delivery`]).
+    pub fn delivery(&self) -> Arc<Delivery> {
+        self.delivery.clone()
     }
 
     /// Stops serving the API and heartbeating, then does `after`.

@@ -230,7 +230,7 @@ impl Service {
             verify_ca: identity.as_ref().and_then(|i| i.verify_ca_pem.clone()),
             heartbeat_timeout,
         };
-        let heartbeater = Heartbeater::new(client, settings, agent.heartbeat_trigger());
+        let heartbeater = Heartbeater::new(client, settings, agent.delivery());
         self.serve_until_stopped(listener, identity, Some(heartbeater))
             .await
     }

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
@@ -204,7 +205,11 @@ fn wants_wait(params: &HashMap<String, String>) -> bool {
 }
 
 async fn list_commands(State(api): State<ApiState>) -> Result<Response, ApiError> {
-    Ok(Json(json!({"commands": api.agent.history().snapshot()})).into_response())
+    let delivery = api.agent.delivery();
+    let ticket = delivery.before_read();
+    let commands = api.agent.history().snapshot();
+    delivery.after_read(ticket, tokio::time::Instant::now());
+    Ok(Json(json!({"commands": commands})).into_response())
 }
 
 async fn get_command(
@@ -220,7 +225,11 @@ async fn get_command(
     if wants_wait(&params) {
         record.wait().await;
     }
-    Ok(Json(record.snapshot()).into_response())
+    let delivery = api.agent.delivery();
+    let ticket = delivery.before_read();
+    let snapshot = record.snapshot();
+    delivery.after_read(ticket, tokio::time::Instant::now());
+    Ok(Json(snapshot).into_response())
 }
 
 async fn run_command(
@@ -240,6 +249,13 @@ async fn run_command(
         .map_err(IntoResponse::into_response)?;
     if wants_wait(&params) {
         record.wait().await;
+    } else if !record.is_done() {
+        // An asynchronous command: answered with its final result if it finishes within the
+        // grace, so that a conductor which polls next (`install_bootloader`) finds it done
+        // instead of sleeping `command_wait_interval`; `RUNNING` otherwise, as IPA answers.
+        let grace = Duration::from_millis(api.agent.config().options.async_command_grace_ms);
+        let _ = tokio::time::timeout(grace, record.wait()).await;
+        api.agent.delivery().answered(tokio::time::Instant::now());
     }
     Ok(Json(record.snapshot()).into_response())
 }

@@ -109,6 +109,7 @@ impl Executor {
                 history
                     .push_unless_busy(record.clone())
                     .map_err(ApiError::Busy)?;
+                agent.delivery().started();
                 let (rec, agent) = (record.clone(), agent.clone());
                 tokio::spawn(async move {
                     // A panic inside the command becomes a failed command, not a dead agent.
@@ -120,7 +121,8 @@ impl Executor {
                         ))),
                     };
                     finish(&rec, outcome, true);
-                    agent.command_finished(rec.name());
+                    tracing::debug!(command = rec.name(), "async command finished");
+                    agent.delivery().finished(tokio::time::Instant::now());
                 });
             }
         }

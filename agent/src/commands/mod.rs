@@ -2,9 +2,11 @@
 //! recorded in an ordered history the conductor polls; one asynchronous command runs at a time.
 
 mod definition;
+mod delivery;
 mod execute;
 mod history;
 
 pub use definition::{CommandDef, CommandValue, Mode, NoParams, Params};
+pub use delivery::Delivery;
 pub use execute::{ApiError, Executor};
 pub use history::{CommandHistory, CommandRecord};

@@ -3,13 +3,11 @@ use std::time::Duration;
 
 use ironic_protocol::{ApiVersion, HeartbeatRequest, IPA_COMPATIBLE_VERSION};
 use rand::Rng;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::IronicClient;
-
-/// Minimum spacing of a forced heartbeat after the previous one (IPA's value).
-const MIN_FORCED_SPACING: Duration = Duration::from_secs(5);
+use crate::commands::Delivery;
 
 /// Where each heartbeat reads the agent token: the agent's current one, since
 /// `poll.set_node_info` can replace the token after start (a beat with the old one would be
@@ -41,43 +39,38 @@ impl std::fmt::Debug for HeartbeatSettings {
 }
 
 /// IPA's heartbeat loop: first beat at once, then every `heartbeat_timeout * U(0.3, 0.6)`
-/// after success or `U(5, 10)` s after any failure, and an early beat (at least 5 s after
-/// the previous one) whenever `force` is notified, which the agent does when an asynchronous
-/// command finishes so the conductor collects the result promptly.
+/// after success or `U(5, 10)` s after any failure. Besides, when an asynchronous command
+/// finished and the conductor has not read its result, early beats as [`Delivery`] times
+/// them (IPA sends one, at least 5 s after the previous beat).
 pub struct Heartbeater {
     client: Arc<IronicClient>,
     settings: HeartbeatSettings,
-    force: Arc<Notify>,
+    delivery: Arc<Delivery>,
 }
 
 impl Heartbeater {
-    pub fn new(client: Arc<IronicClient>, settings: HeartbeatSettings, force: Arc<Notify>) -> Self {
+    pub fn new(
+        client: Arc<IronicClient>,
+        settings: HeartbeatSettings,
+        delivery: Arc<Delivery>,
+    ) -> Self {
         Heartbeater {
             client,
             settings,
-            force,
+            delivery,
         }
     }
 
     /// Runs until `stop` becomes true.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let mut next_due = Instant::now();
-        let mut last_sent: Option<Instant> = None;
-        let mut forced = false;
         let mut count: u64 = 0;
         loop {
-            let due = match (forced, last_sent) {
-                (true, Some(last)) => next_due.min((last + MIN_FORCED_SPACING).max(Instant::now())),
-                (true, None) => Instant::now(),
-                (false, _) => next_due,
-            };
+            let early = self.delivery.early_beat_due();
+            let due = early.map_or(next_due, |e| e.min(next_due));
             tokio::select! {
                 _ = tokio::time::sleep_until(due) => {}
-                _ = self.force.notified() => {
-                    tracing::debug!("early heartbeat requested");
-                    forced = true;
-                    continue;
-                }
+                _ = self.delivery.changed() => continue,
                 changed = stop.changed() => {
                     if changed.is_err() || *stop.borrow() {
                         tracing::info!("heartbeats stopped");
@@ -86,12 +79,20 @@ impl Heartbeater {
                     continue;
                 }
             }
-            let sent_at = Instant::now();
+            let now = Instant::now();
+            let early = self.delivery.early_beat_due().is_some_and(|e| e <= now);
+            if now < next_due && !early {
+                // The result was read meanwhile.
+                continue;
+            }
+            if early {
+                tracing::debug!("early heartbeat: the conductor has not read the last result");
+            }
+            // Before the request: Ironic may read the command list while it handles the beat.
+            self.delivery.beat_sent(now);
             let ok = self.beat(count).await;
             count += 1;
-            last_sent = Some(sent_at);
-            forced = false;
-            next_due = sent_at + self.interval(ok, &mut rand::rng());
+            next_due = now + self.interval(ok, &mut rand::rng());
         }
     }
 
@@ -228,7 +229,7 @@ mod tests {
             )
             .unwrap(),
         );
-        let hb = Heartbeater::new(client, settings(), Arc::new(Notify::new()));
+        let hb = Heartbeater::new(client, settings(), Arc::new(Delivery::default()));
         let mut rng = rand::rng();
         for _ in 0..200 {
             let ok = hb.interval(true, &mut rng).as_secs_f64();

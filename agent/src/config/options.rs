@@ -197,6 +197,8 @@ options! {
     lookup_interval: u64 = "1", group "DEFAULT", cmdline "ipa-lookup-interval";
     /// Seconds one disk request of write_image or of an erase step may take before the disk counts as stalled and the command fails naming it; 0 waits forever (not an IPA option: IPA waits forever, and so does Ironic while heartbeats come).
     disk_stall_timeout: u64 = "300", group "DEFAULT", cmdline "ipa-disk-stall-timeout";
+    /// Milliseconds the answer to an asynchronous command's POST waits for the command to finish, so that a short command is answered with its result (not an IPA option: IPA answers RUNNING at once, and Ironic, polling `install_bootloader`, then sleeps 6 s).
+    async_command_grace_ms: u64 = "500", group "DEFAULT", cmdline "ipa-async-command-grace-ms";
     /// Seconds to wait for LLDP frames during inventory.
     lldp_timeout: f64 = "30.0", group "DEFAULT", cmdline "ipa-lldp-timeout";
     /// Include raw LLDP TLVs in the inventory.
