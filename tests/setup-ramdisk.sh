@@ -36,13 +36,18 @@ for cmd in "${!PACKAGE_OF[@]}"; do
 done
 # The iPXE ROM QEMU's virtio NIC boots from.
 [[ -e /usr/lib/ipxe/qemu/efi-virtio.rom ]] || missing+=(ipxe-qemu)
-# qemu-img and qemu-io come from qemu-utils, which must match qemu-system's version: a newer
-# qemu-utils (from backports) is otherwise removed by apt when it installs qemu-system-x86.
+# qemu-img and qemu-io come from qemu-utils, which must match qemu-system's version. A machine
+# may carry a newer qemu-utils (from backports, no longer in its sources) that Breaks the
+# distribution's qemu-system-common, so apt refuses the install: pin qemu-utils to the version
+# qemu-system-x86 will be installed at (a downgrade there).
 if ((${#missing[@]})); then
-  missing+=(qemu-utils)
   log "installing ${missing[*]}"
   apt-get update -q
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  qemu_version=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2; exit}')
+  [[ -n "$qemu_version" && "$qemu_version" != "(none)" ]] \
+    || { log "apt has no candidate for qemu-system-x86"; exit 1; }
+  missing+=("qemu-utils=$qemu_version")
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends --allow-downgrades "${missing[@]}"
 else
   log "QEMU, iPXE, ipmi_sim, ipmitool, musl-tools present"
 fi
