@@ -10,6 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/setup.sh >/dev/null
-cargo build -q --release -p ironic-agent -p e2e --bin deploy-bench
+# One package per build: `--bin` would apply to both and skip the agent binary.
+cargo build -q --release -p ironic-agent
+cargo build -q --release -p e2e --bin deploy-bench
 export IRONIC_AGENT_BIN=${IRONIC_AGENT_BIN:-$PWD/target/release/ironic-agent}
 exec target/release/deploy-bench "$@"

@@ -13,6 +13,7 @@
 //!   partition-table magics.
 //! * [`rescan`]: making the kernel drop the partitions and pages it cached.
 //! * [`watch`]: seeing that a disk stopped completing requests.
+//! * [`progress`]: how far long disk work has got, for the operator.
 
 mod disk;
 #[cfg(any(test, feature = "fixtures"))]
@@ -20,6 +21,7 @@ pub mod fixtures;
 mod guard;
 pub mod ioctl;
 pub mod partition_table;
+pub mod progress;
 pub mod region;
 pub mod rescan;
 pub mod signatures;

@@ -116,6 +116,12 @@ pub fn run(
     before_write: Option<BeforeWrite<'_>>,
 ) -> Result<Report, PipelineError> {
     let started = Instant::now();
+    let progress = blockdev::progress::track(
+        "write_image",
+        &writer.path().display().to_string(),
+        source.content_length(),
+    );
+    progress.set_phase("downloading");
     let fits = writer.capacity_check();
     let stall = StallCheck {
         watch: writer.watch(),
@@ -132,12 +138,14 @@ pub fn run(
         fits: &fits,
         op_tx: &op_tx,
         stall: &stall,
-        started,
+        progress: &progress,
     };
     let outcome = loop {
         match stream(source.as_mut(), &job, &mut before_write) {
             Err(Attempt::Restart(why)) => {
                 tracing::warn!(image = image_id, reason = %why, "the image changed on the server; streaming it again from the start");
+                progress.restart();
+                progress.set_total(source.content_length());
             }
             Err(Attempt::Failed(e)) => break Err(e),
             Ok(done) => break Ok(done),
@@ -149,6 +157,7 @@ pub fn run(
     }
     // Commit only what streamed and verified; closing the queue without it aborts.
     if outcome.is_ok() {
+        progress.set_phase("syncing");
         stall.send(&op_tx, ToWriter::Commit).ok();
     }
     drop(op_tx);
@@ -206,7 +215,7 @@ struct Job<'a> {
     fits: &'a CapacityCheck,
     op_tx: &'a channel::Sender<ToWriter>,
     stall: &'a StallCheck,
-    started: Instant,
+    progress: &'a blockdev::progress::Task,
 }
 
 /// One pass over the file, from byte 0.
@@ -222,7 +231,7 @@ fn stream(
         fits,
         op_tx,
         stall,
-        started,
+        progress,
     } = *job;
     // Gather enough of the head to sniff; nothing is written before the decoder exists.
     let mut pending = Vec::new();
@@ -252,28 +261,26 @@ fn stream(
         prepare()?;
     }
     tracing::info!(image = image_id, target_size = ?target_size, "image format recognised; streaming");
+    // Nothing was fed yet: the count and the rate's clock start here.
+    progress.set_method(&match crate::format::sniff(&head) {
+        crate::format::Sniffed::Compressed(c) => c.to_string(),
+        crate::format::Sniffed::Image { format, .. } => format.to_string(),
+        _ => "image".to_string(),
+    });
 
     let (hash_tx, hash_rx) = sync_channel::<Bytes>(HASH_QUEUE);
     let hasher = spawn_hasher(expected.hasher(), hash_rx);
     let mut out = |op: WriteOp| stall.send(op_tx, ToWriter::Op(op));
     let mut file_bytes = 0u64;
-    let mut last_progress = Instant::now();
+    // Progress counts a chunk once the decoder has queued it for the disk.
     let mut feed = |chunk: Bytes, decoder: &mut Box<dyn Decoder>| -> Result<(), Attempt> {
-        file_bytes += chunk.len() as u64;
+        let len = chunk.len() as u64;
+        file_bytes += len;
         hash_tx
             .send(chunk.clone())
             .map_err(|_| PipelineError::Internal("the hashing thread stopped".into()))?;
         decoder.feed(chunk, &mut out)?;
-        if last_progress.elapsed() >= Duration::from_secs(10) {
-            last_progress = Instant::now();
-            let secs = started.elapsed().as_secs_f64();
-            tracing::info!(
-                image = image_id,
-                bytes = file_bytes,
-                mb_per_s = format!("{:.0}", file_bytes as f64 / secs / 1e6),
-                "image transfer in progress"
-            );
-        }
+        progress.add(len);
         Ok(())
     };
     let mut result = Ok(());

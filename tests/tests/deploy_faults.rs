@@ -172,6 +172,72 @@ fn trickling_server_exceeds_max_duration() {
 }
 
 #[test]
+fn slow_image_shows_progress_while_running() {
+    let mut h = harness("fault-progress", "52:54:00:e2:20:0b");
+    let disk = h.add_disk(DISK_SIZE, Fill::Zeros).expect("disk");
+    let image = small_image(&h);
+    let digests = images::digests(&image.path).expect("digests");
+    let temp_url = TempUrl::fake().expect("temp url");
+    // 34 MiB at 3 MiB/s: about 11 s, two or three heartbeats (every 3-6 s) while it runs.
+    let url = serve_faulty(
+        &mut h,
+        &image.path,
+        Faults::none().trickle(3 << 20),
+        &temp_url,
+    );
+
+    let node = deploy(
+        &mut h,
+        url,
+        ImageChecksum::sha256(&digests),
+        None,
+        &[],
+        "active",
+    );
+    assert_eq!(node.provision_state, "active");
+    // The conductor read the RUNNING command with its progress and carried on (its debug log
+    // prints every command's result when it reads the list).
+    let ironic = h.ironic_log();
+    let read_running = ironic.lines().any(|l| {
+        l.contains("Status of agent commands")
+            && l.contains("execute_deploy_step: result \"{'progress': [{'operation': 'write_image'")
+    });
+    assert!(
+        read_running,
+        "the conductor never read a RUNNING write_image with its progress:\n{}",
+        h.ironic_log_tail(60)
+    );
+    assert!(
+        ironic.contains("Deploy step still running"),
+        "the conductor did not see the step as running"
+    );
+    // The log has progress lines, with a rate, a total and an ETA, and no signature.
+    let agent = h.agent_logs();
+    let lines: Vec<&str> = agent
+        .lines()
+        .filter(|l| l.contains("progress") && l.contains("operation=\"write_image\""))
+        .collect();
+    println!("progress lines: {lines:#?}");
+    assert!(
+        !lines.is_empty()
+            && lines
+                .iter()
+                .any(|l| l.contains("eta_s") && l.contains("total=")),
+        "no progress line in the agent log: {lines:?}"
+    );
+    deploy::verify_secret_kept(&h, &temp_url.sig).expect("signature kept secret");
+    deploy::verify_whole_disk(
+        &h,
+        disk,
+        &WholeDiskExpectation {
+            raw: &image.path,
+            configdrive: None,
+        },
+    )
+    .expect("disk after deploy");
+}
+
+#[test]
 fn expired_temp_url_is_refused() {
     let mut h = harness("fault-403", "52:54:00:e2:20:03");
     let snap = add_prefilled_disk(&mut h, DISK_SIZE).expect("disk");

@@ -50,6 +50,12 @@ type Prepare =
 pub struct CommandDef {
     pub name: &'static str,
     pub mode: Mode,
+    /// Whether the end of this (asynchronous) command is announced by an early heartbeat
+    /// ([`super::Delivery`]). Not for the commands that end the ramdisk (power off, reboot
+    /// into the instance): the conductor holds the node's lock while it waits for the power
+    /// state and then drops the agent's token, so a heartbeat then is skipped as "locked" or
+    /// refused with 400, and nothing waits for it.
+    pub announce_end: bool,
     prepare: Box<Prepare>,
 }
 
@@ -65,6 +71,7 @@ impl CommandDef {
         CommandDef {
             name,
             mode,
+            announce_end: true,
             prepare: Box::new(move |agent, params| {
                 let p: P =
                     serde_json::from_value(Value::Object(params)).map_err(|e| e.to_string())?;
@@ -73,6 +80,12 @@ impl CommandDef {
                 Ok(Box::pin(async move { run(agent, p).await }))
             }),
         }
+    }
+
+    /// See [`CommandDef::announce_end`].
+    pub fn ends_the_ramdisk(mut self) -> Self {
+        self.announce_end = false;
+        self
     }
 
     /// Parses and validates the parameters, giving the future that runs the command.

@@ -109,7 +109,14 @@ impl Executor {
                 history
                     .push_unless_busy(record.clone())
                     .map_err(ApiError::Busy)?;
-                agent.delivery().started();
+                let announce = def.announce_end;
+                if announce {
+                    agent.delivery().started();
+                }
+                tokio::spawn(super::progress::report(
+                    record.clone(),
+                    std::time::Instant::now(),
+                ));
                 let (rec, agent) = (record.clone(), agent.clone());
                 tokio::spawn(async move {
                     // A panic inside the command becomes a failed command, not a dead agent.
@@ -122,7 +129,9 @@ impl Executor {
                     };
                     finish(&rec, outcome, true);
                     tracing::debug!(command = rec.name(), "async command finished");
-                    agent.delivery().finished(tokio::time::Instant::now());
+                    if announce {
+                        agent.delivery().finished(tokio::time::Instant::now());
+                    }
                 });
             }
         }

@@ -46,6 +46,15 @@ impl CommandRecord {
         *self.done.borrow()
     }
 
+    /// A partial result for a command still running (its progress); ignored once the command
+    /// has an outcome, so it never replaces the final result.
+    pub fn set_progress(&self, result: Value) {
+        let mut s = self.state.lock().expect("record lock");
+        if s.command_status == CommandStatus::Running && !self.is_done() {
+            s.command_result = Some(result);
+        }
+    }
+
     /// Records the outcome; the first call wins.
     pub fn finish(
         &self,

@@ -5,6 +5,7 @@ mod definition;
 mod delivery;
 mod execute;
 mod history;
+mod progress;
 
 pub use definition::{CommandDef, CommandValue, Mode, NoParams, Params};
 pub use delivery::Delivery;

@@ -16,10 +16,12 @@ pub fn commands() -> Vec<CommandDef> {
         CommandDef::new("sync", Mode::Sync, |_, _: NoParams| sync()),
         CommandDef::new("power_off", Mode::Async, |agent, _: NoParams| {
             shutdown(agent, Shutdown::PowerOff)
-        }),
+        })
+        .ends_the_ramdisk(),
         CommandDef::new("run_image", Mode::Async, |agent, _: NoParams| {
             shutdown(agent, Shutdown::Reboot)
-        }),
+        })
+        .ends_the_ramdisk(),
         CommandDef::new("get_partition_uuids", Mode::Sync, |agent, _: NoParams| {
             get_partition_uuids(agent)
         }),

@@ -13,7 +13,8 @@
 //!   `[agent] command_wait_interval`, 6 s).
 //!
 //!   tests/deploy-bench.sh [--size-mib 2048] [--runs 3] [--kinds raw,qcow2,sparse]
-//!   (also --agent-arg ipa-foo=bar, repeatable: extra kernel parameters for the agent)
+//!   (also --agent-arg ipa-foo=bar, repeatable: extra kernel parameters for the agent;
+//!   --log-dir DIR: keep each run's conductor and agent logs in DIR/run<N>-<kind>/)
 //!
 //! Not a test: no figure here is asserted.
 
@@ -79,6 +80,7 @@ fn main() -> Result<()> {
     let mut runs = 3usize;
     let mut kinds = vec![Kind::Raw, Kind::Qcow2, Kind::Sparse];
     let mut agent_args = Vec::new();
+    let mut log_dir: Option<std::path::PathBuf> = None;
     let mut i = 1;
     while i < args.len() {
         let value = args
@@ -89,9 +91,10 @@ fn main() -> Result<()> {
             "--runs" => runs = value?.parse()?,
             "--kinds" => kinds = value?.split(',').map(Kind::parse).collect::<Result<_>>()?,
             "--agent-arg" => agent_args.push(value?.clone()),
+            "--log-dir" => log_dir = Some(value?.into()),
             other => bail!(
                 "unknown argument {other} (--size-mib N, --runs N, --kinds raw,qcow2,sparse, \
-                 --agent-arg ipa-x=y)"
+                 --agent-arg ipa-x=y, --log-dir DIR)"
             ),
         }
         i += 2;
@@ -106,7 +109,11 @@ fn main() -> Result<()> {
     for run in 1..=runs {
         for (k, image) in images.iter().enumerate() {
             println!("== run {run}/{runs}: {}", image.describe);
-            let row = run_one(image, &agent_args).with_context(|| image.describe.clone())?;
+            let logs = log_dir
+                .as_ref()
+                .map(|d| d.join(format!("run{run}-{}", image.kind.name())));
+            let row = run_one(image, &agent_args, logs.as_deref())
+                .with_context(|| image.describe.clone())?;
             println!(
                 "   agent → active {:.2}s, write_image (Ironic) {}, image time {}, locked \
                  heartbeats {}, polls finding RUNNING {}",
@@ -220,7 +227,7 @@ fn partition(raw: &Path) -> Result<()> {
     Ok(())
 }
 
-fn run_one(image: &Image, agent_args: &[String]) -> Result<Row> {
+fn run_one(image: &Image, agent_args: &[String], log_dir: Option<&Path>) -> Result<Row> {
     let mut h = Harness::start("deploy-bench", MAC, deploy::ironic_config)?;
     h.add_disk(deploy::DISK_SIZE, Fill::Zeros)?;
     let nginx = h.start_nginx()?;
@@ -246,6 +253,11 @@ fn run_one(image: &Image, agent_args: &[String]) -> Result<Row> {
     std::thread::sleep(Duration::from_millis(300));
     let ironic = h.ironic_log();
     let agent = h.agent_logs();
+    if let Some(dir) = log_dir {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("ironic.log"), &ironic)?;
+        std::fs::write(dir.join("agent.log"), &agent)?;
+    }
     Ok(Row {
         agent_to_active: times.agent_to_verdict.as_secs_f64(),
         request_to_active,

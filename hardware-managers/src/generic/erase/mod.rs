@@ -49,6 +49,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use blockdev::progress;
 use ironic_protocol::Node;
 use serde_json::{json, Map, Value};
 
@@ -301,8 +302,14 @@ pub fn erase_disk(
 ) -> Result<Value, String> {
     let name = disk.path.display().to_string();
     let mut trail = Trail::default();
+    let method = |m: &str| {
+        if let Some(p) = progress::current() {
+            p.set_method(m);
+        }
+    };
     let erased = if is_nvme(disk) {
         if settings.nvme_secure_erase {
+            method("nvme_secure_erase");
             trail.record(&name, "nvme_secure_erase", methods.nvme(disk))
         } else {
             let why = "disabled (agent_enable_nvme_secure_erase)".to_string();
@@ -310,10 +317,12 @@ pub fn erase_disk(
             None
         }
     } else if settings.ata_secure_erase {
+        method("ata_security_erase");
         let ata = methods.ata(disk);
         let not_ata = matches!(ata, Attempt::Unsupported(_));
         let erased = trail.record(&name, "ata_security_erase", ata);
         if not_ata {
+            method("scsi_sanitize");
             trail.record(&name, "scsi_sanitize", methods.scsi(disk))
         } else {
             erased
@@ -327,6 +336,7 @@ pub fn erase_disk(
         return Ok(trail.finish(r));
     }
     if settings.discard {
+        method("discard");
         match methods.discard(disk) {
             Attempt::Done(r) => {
                 tracing::info!(
@@ -350,6 +360,7 @@ pub fn erase_disk(
         }
         tracing::warn!(device = name, error = %e, "secure erase failed, falling back to overwrite");
     }
+    method("overwrite");
     let r = methods.overwrite(disk, settings)?;
     Ok(trail.finish(r))
 }
@@ -410,7 +421,12 @@ pub(crate) fn erase_devices(
     let settings = EraseSettings::from_node(node, options)?;
     let mut report = Map::new();
     let candidates = erasable(guard, disks, node, options, &settings, true, &mut report)?;
-    let results = run_parallel(&candidates, settings.concurrency, |disk| erase_one(disk));
+    // Each disk's erase is a progress task of the thread that runs it; the methods report
+    // into it (`blockdev::progress::current`), whichever manager erases the disk.
+    let results = run_parallel(&candidates, settings.concurrency, |disk| {
+        let _progress = progress::start("erase", &disk.path.display().to_string(), Some(disk.size));
+        erase_one(disk)
+    });
     let mut errors = Vec::new();
     for (disk, result) in candidates.iter().zip(results) {
         let name = disk.path.display().to_string();
@@ -637,6 +653,8 @@ mod tests {
         scsi: Attempt,
         discard: Attempt,
         calls: StdMutex<Vec<&'static str>>,
+        /// The progress method the thread's task showed at each call.
+        shown: StdMutex<Vec<String>>,
     }
 
     fn unsupported() -> Attempt {
@@ -657,13 +675,19 @@ mod tests {
                 scsi: unsupported(),
                 discard: unsupported(),
                 calls: StdMutex::new(Vec::new()),
+                shown: StdMutex::new(Vec::new()),
             }
+        }
+        fn note_shown(&self) {
+            let m = progress::current().and_then(|t| t.snapshot().method);
+            self.shown.lock().unwrap().push(m.unwrap_or_default());
         }
         fn calls(&self) -> Vec<&'static str> {
             self.calls.lock().unwrap().clone()
         }
         fn call(&self, name: &'static str, a: &Attempt) -> Attempt {
             self.calls.lock().unwrap().push(name);
+            self.note_shown();
             a.clone()
         }
     }
@@ -683,6 +707,7 @@ mod tests {
         }
         fn overwrite(&self, _: &Disk, _: &EraseSettings) -> Result<Map<String, Value>, String> {
             self.calls.lock().unwrap().push("overwrite");
+            self.note_shown();
             let mut m = Map::new();
             m.insert("method".into(), json!("overwrite"));
             Ok(m)
@@ -708,6 +733,17 @@ mod tests {
         assert_eq!(method(&r), "nvme_format_user_data_erase");
         assert_eq!(m.calls(), ["nvme"]);
         assert!(r.get("methods_not_used").is_none());
+    }
+
+    #[test]
+    fn the_progress_task_names_each_method_as_it_is_tried() {
+        let m = Script::new();
+        let _task = progress::start("erase", "/dev/sda", Some(1 << 30));
+        erase_disk(&named("sda"), &settings(json!({})), &m).unwrap();
+        assert_eq!(
+            *m.shown.lock().unwrap(),
+            ["ata_security_erase", "scsi_sanitize", "overwrite"]
+        );
     }
 
     #[test]

@@ -732,6 +732,10 @@ fn wait_sanitize(
         if s.state != SanitizeState::InProgress {
             return Ok(s);
         }
+        if let Some(p) = blockdev::progress::current() {
+            p.set_phase("sanitizing");
+            p.set_fraction(s.percent() / 100.0);
+        }
         if s.percent() >= next_log {
             tracing::info!(device, percent = s.percent().round(), "sanitizing");
             next_log = (s.percent() / 10.0).floor() * 10.0 + 10.0;

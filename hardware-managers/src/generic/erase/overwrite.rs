@@ -86,6 +86,11 @@ pub(crate) fn overwrite(
     );
     let mut written = 0u64;
     let mut pass_reports = Vec::new();
+    let progress = blockdev::progress::current();
+    if let Some(p) = &progress {
+        p.set_total(Some(disk.size * passes.len() as u64));
+        p.set_phase("writing");
+    }
     for (n, pattern) in passes.iter().enumerate() {
         tracing::info!(
             device = name,
@@ -95,7 +100,7 @@ pub(crate) fn overwrite(
             "erase pass"
         );
         let pass_started = Instant::now();
-        write_pass(&mut writer, disk.size, *pattern, &name, n + 1)?;
+        write_pass(&mut writer, disk.size, *pattern, progress.as_deref())?;
         writer
             .sync()
             .map_err(|e| format!("syncing data to disk: {e}"))?;
@@ -110,6 +115,9 @@ pub(crate) fn overwrite(
                 0.0
             },
         }));
+    }
+    if let Some(p) = &progress {
+        p.set_phase("verifying");
     }
     let verification = match passes.last() {
         Some(last) => verify(disk, *last)?,
@@ -140,21 +148,14 @@ fn write_pass(
     writer: &mut DiskWriter,
     size: u64,
     pattern: Pattern,
-    name: &str,
-    pass: usize,
+    progress: Option<&blockdev::progress::Task>,
 ) -> Result<(), String> {
     let chunks = size.div_ceil(CHUNK as u64);
     let len_of = |chunk: u64| (size - chunk * CHUNK as u64).min(CHUNK as u64) as usize;
-    let mut next_log = chunks / 10;
-    let mut log_progress = |chunk: u64| {
-        if chunk + 1 >= next_log && chunk + 1 < chunks && next_log > 0 {
-            tracing::info!(
-                device = name,
-                pass,
-                percent = (chunk + 1) * 100 / chunks,
-                "erasing"
-            );
-            next_log += chunks / 10;
+    // The agent logs and publishes the progress (blockdev::progress).
+    let log_progress = |chunk: u64| {
+        if let Some(p) = progress {
+            p.add(len_of(chunk) as u64);
         }
     };
     let write = |writer: &mut DiskWriter, chunk: u64, data: &[u8]| {
@@ -312,7 +313,15 @@ mod tests {
     #[test]
     fn overwrite_with_zeros_last() {
         let (_dir, d) = file_disk((9 << 20) + 4096);
+        let task = blockdev::progress::start("erase", "test-overwrite", Some(d.size));
         let r = overwrite(&ramdisk(), &d, &settings(&Node::default())).unwrap();
+        // Both passes counted against both passes' total.
+        let p = task.snapshot();
+        assert_eq!(
+            (p.bytes_done, p.bytes_total),
+            (2 * d.size, Some(2 * d.size))
+        );
+        assert_eq!(p.phase, "verifying");
         assert_eq!(r["method"], "overwrite");
         assert_eq!(r["bytes_written"], 2 * d.size);
         assert_eq!(r["verification"]["ok"], true);

@@ -165,6 +165,10 @@ pub fn run(
         match sense {
             Some(s) if s.is_sanitize_in_progress() => {
                 let percent = u32::from(s.progress.unwrap_or(0)) * 100 / 65536;
+                if let Some(p) = blockdev::progress::current() {
+                    p.set_phase("sanitizing");
+                    p.set_fraction(f64::from(s.progress.unwrap_or(0)) / 65536.0);
+                }
                 if percent >= next_log {
                     tracing::info!(device, percent, "sanitizing");
                     next_log = percent / 10 * 10 + 10;
