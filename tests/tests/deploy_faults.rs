@@ -91,6 +91,64 @@ fn verify_failure(h: &Harness, node: &Node, temp_url: &TempUrl, needles: &[&str]
     deploy::verify_secret_kept(h, &temp_url.sig).expect("signature kept secret");
 }
 
+/// The disk holds exactly `image` (and zeros elsewhere), its GPT spanning the disk.
+fn verify_image_on_disk(h: &Harness, disk: usize, image: &WholeDiskImage) {
+    deploy::verify_whole_disk(
+        h,
+        disk,
+        &WholeDiskExpectation {
+            raw: &image.path,
+            configdrive: None,
+        },
+    )
+    .expect("disk after deploy");
+}
+
+/// What a deploy of the small image through a trickling server leaves to check.
+struct Trickled {
+    h: Harness,
+    disk: usize,
+    image: WholeDiskImage,
+    temp_url: TempUrl,
+    node: Node,
+}
+
+/// Deploys the small image served at `bytes_per_second`, expecting `verdict`.
+fn trickled_deploy(
+    test: &str,
+    mac: &str,
+    bytes_per_second: u64,
+    extra_cmdline: &[&str],
+    verdict: &str,
+) -> Trickled {
+    let mut h = harness(test, mac);
+    let disk = h.add_disk(DISK_SIZE, Fill::Zeros).expect("disk");
+    let image = small_image(&h);
+    let digests = images::digests(&image.path).expect("digests");
+    let temp_url = TempUrl::fake().expect("temp url");
+    let url = serve_faulty(
+        &mut h,
+        &image.path,
+        Faults::none().trickle(bytes_per_second),
+        &temp_url,
+    );
+    let node = deploy(
+        &mut h,
+        url,
+        ImageChecksum::sha256(&digests),
+        None,
+        extra_cmdline,
+        verdict,
+    );
+    Trickled {
+        h,
+        disk,
+        image,
+        temp_url,
+        node,
+    }
+}
+
 #[test]
 fn dropped_connection_resumes_with_range() {
     let mut h = harness("fault-drop", "52:54:00:e2:20:01");
@@ -133,68 +191,40 @@ fn dropped_connection_resumes_with_range() {
     );
     deploy::verify_deploy_calls(&h).expect("conductor calls");
     deploy::verify_secret_kept(&h, &temp_url.sig).expect("signature kept secret");
-    deploy::verify_whole_disk(
-        &h,
-        disk,
-        &WholeDiskExpectation {
-            raw: &image.path,
-            configdrive: None,
-        },
-    )
-    .expect("disk after deploy");
+    verify_image_on_disk(&h, disk, &image);
 }
 
 #[test]
 fn trickling_server_exceeds_max_duration() {
-    let mut h = harness("fault-trickle", "52:54:00:e2:20:02");
-    let disk = h.add_disk(DISK_SIZE, Fill::Zeros).expect("disk");
-    let image = small_image(&h);
-    let digests = images::digests(&image.path).expect("digests");
-    let temp_url = TempUrl::fake().expect("temp url");
     // 34 MiB at 1 MiB/s: half a minute, against a limit of 3 s.
-    let url = serve_faulty(
-        &mut h,
-        &image.path,
-        Faults::none().trickle(1 << 20),
-        &temp_url,
-    );
-
-    let node = deploy(
-        &mut h,
-        url,
-        ImageChecksum::sha256(&digests),
-        None,
+    let t = trickled_deploy(
+        "fault-trickle",
+        "52:54:00:e2:20:02",
+        1 << 20,
         &["ipa-image-download-max-duration=3"],
         "deploy failed",
     );
-    verify_failure(&h, &node, &temp_url, &["max allowed time", "3 seconds"]);
-    deploy::verify_no_partition_table(&h, disk).expect("disk after failure");
+    verify_failure(
+        &t.h,
+        &t.node,
+        &t.temp_url,
+        &["max allowed time", "3 seconds"],
+    );
+    deploy::verify_no_partition_table(&t.h, t.disk).expect("disk after failure");
 }
 
 #[test]
 fn slow_image_shows_progress_while_running() {
-    let mut h = harness("fault-progress", "52:54:00:e2:20:0b");
-    let disk = h.add_disk(DISK_SIZE, Fill::Zeros).expect("disk");
-    let image = small_image(&h);
-    let digests = images::digests(&image.path).expect("digests");
-    let temp_url = TempUrl::fake().expect("temp url");
     // 34 MiB at 3 MiB/s: about 11 s, two or three heartbeats (every 3-6 s) while it runs.
-    let url = serve_faulty(
-        &mut h,
-        &image.path,
-        Faults::none().trickle(3 << 20),
-        &temp_url,
-    );
-
-    let node = deploy(
-        &mut h,
-        url,
-        ImageChecksum::sha256(&digests),
-        None,
+    let t = trickled_deploy(
+        "fault-progress",
+        "52:54:00:e2:20:0b",
+        3 << 20,
         &[],
         "active",
     );
-    assert_eq!(node.provision_state, "active");
+    let h = &t.h;
+    assert_eq!(t.node.provision_state, "active");
     // The conductor read the RUNNING command with its progress and carried on (its debug log
     // prints every command's result when it reads the list).
     let ironic = h.ironic_log();
@@ -225,16 +255,8 @@ fn slow_image_shows_progress_while_running() {
                 .any(|l| l.contains("eta_s") && l.contains("total=")),
         "no progress line in the agent log: {lines:?}"
     );
-    deploy::verify_secret_kept(&h, &temp_url.sig).expect("signature kept secret");
-    deploy::verify_whole_disk(
-        &h,
-        disk,
-        &WholeDiskExpectation {
-            raw: &image.path,
-            configdrive: None,
-        },
-    )
-    .expect("disk after deploy");
+    deploy::verify_secret_kept(h, &t.temp_url.sig).expect("signature kept secret");
+    verify_image_on_disk(h, t.disk, &t.image);
 }
 
 #[test]
