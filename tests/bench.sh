@@ -3,7 +3,8 @@
 # Installs what it needs (tests/setup.sh, IPA 13.0.0 from PyPI in a virtualenv), builds the
 # release agent, then runs the comparison and prints a table. Takes several minutes.
 #
-#   tests/bench.sh [--size-mib 2048] [--sparse-gib 8] [--runs 3] [--skip-ipa]
+#   tests/bench.sh [--size-mib 2048] [--sparse-gib 8] [--runs 3] [--skip-ipa] [--conn-limit-mbs 100 | --skip-scaling]
+#                  [--agent-arg ipa-x=y ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/setup.sh

@@ -592,8 +592,10 @@ fn handle(inner: &Inner, mut conn: impl Conn) -> std::io::Result<()> {
         Body::File(p) => Some(std::fs::File::open(p)?),
         Body::Bytes(_) => None,
     };
+    // Trickle: small pieces, each written when it is due, so that every connection is held
+    // to the rate from its first byte (no burst: short ranged requests are paced too).
     let piece_max: u64 = match f.trickle {
-        Some(bps) => (bps / 20).max(1),
+        Some(bps) => (bps / 20).clamp(1, 64 * 1024),
         None => 256 * 1024,
     };
     let mut buf = vec![0u8; piece_max as usize];
@@ -620,6 +622,13 @@ fn handle(inner: &Inner, mut conn: impl Conn) -> std::io::Result<()> {
             }
         }
         let want = want as usize;
+        if let Some(bps) = f.trickle {
+            let due = Duration::from_secs_f64((sent + want as u64) as f64 / bps as f64);
+            let elapsed = started.elapsed();
+            if due > elapsed {
+                std::thread::sleep(due - elapsed);
+            }
+        }
         let at = first + sent;
         let piece: &[u8] = match (&served.body, &mut file) {
             (Body::Bytes(b), _) => &b[at as usize..at as usize + want],
@@ -637,13 +646,6 @@ fn handle(inner: &Inner, mut conn: impl Conn) -> std::io::Result<()> {
         conn.write_all(piece)?;
         sent += want as u64;
         inner.body_bytes.fetch_add(want as u64, Ordering::SeqCst);
-        if let Some(bps) = f.trickle {
-            let due = Duration::from_secs_f64(sent as f64 / bps as f64);
-            let elapsed = started.elapsed();
-            if due > elapsed {
-                std::thread::sleep(due - elapsed);
-            }
-        }
     }
     if extra > 0 && sent == count {
         conn.write_all(&vec![0u8; extra as usize])?;

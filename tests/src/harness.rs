@@ -291,6 +291,11 @@ impl Harness {
         Ok(())
     }
 
+    /// How many times an agent was started ("the machine booted the ramdisk").
+    pub fn agent_starts(&self) -> usize {
+        self.agent_starts
+    }
+
     /// Stops the agent, as a reboot or power-off of the machine would.
     pub fn stop_agent(&mut self) {
         if self.agent.take().is_some() {

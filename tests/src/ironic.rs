@@ -47,6 +47,9 @@ pub struct IronicConfig {
     /// `[agent] deploy_logs_collect`: `never` (default), `on_failure` or `always`; bundles
     /// go to `<dir>/deploy-logs` ([`IronicConfig::deploy_logs_dir`]).
     pub deploy_logs_collect: &'static str,
+    /// `[deploy] fast_track`: a running, recently heartbeating ramdisk is used as it is
+    /// (no reboot between inspection, cleaning and deployment).
+    pub fast_track: bool,
 }
 
 impl IronicConfig {
@@ -61,6 +64,7 @@ impl IronicConfig {
             // after the provision request.
             callback_timeout: Duration::from_secs(150),
             deploy_logs_collect: "never",
+            fast_track: false,
         }
     }
 
@@ -139,6 +143,7 @@ sync_power_state_interval = -1
 http_url = http://{host}:8088
 http_root = {d}/http
 erase_devices_priority = {erase_priority}
+fast_track = {fast_track}
 {metadata_priority}
 [agent]
 image_download_source = http
@@ -166,6 +171,7 @@ require_managed_boot = false
             automated_clean = self.automated_clean,
             erase_priority = self.erase_devices_priority,
             logs_collect = self.deploy_logs_collect,
+            fast_track = self.fast_track,
         )
     }
 }

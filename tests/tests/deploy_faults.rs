@@ -169,7 +169,9 @@ fn dropped_connection_resumes_with_range() {
         url,
         ImageChecksum::sha256(&digests),
         None,
-        &[],
+        // One stream: this is the single connection's resume (the parallel download's has a
+        // test of its own).
+        &["ipa-image-download-connections=1"],
         "active",
     );
     assert_eq!(node.provision_state, "active");
@@ -215,12 +217,13 @@ fn trickling_server_exceeds_max_duration() {
 
 #[test]
 fn slow_image_shows_progress_while_running() {
-    // 34 MiB at 3 MiB/s: about 11 s, two or three heartbeats (every 3-6 s) while it runs.
+    // 34 MiB at 3 MiB/s on one connection (the trickle is per connection): about 11 s, two
+    // or three heartbeats (every 3-6 s) while it runs.
     let t = trickled_deploy(
         "fault-progress",
         "52:54:00:e2:20:0b",
         3 << 20,
-        &[],
+        &["ipa-image-download-connections=1"],
         "active",
     );
     let h = &t.h;
@@ -257,6 +260,38 @@ fn slow_image_shows_progress_while_running() {
     );
     deploy::verify_secret_kept(h, &t.temp_url.sig).expect("signature kept secret");
     verify_image_on_disk(h, t.disk, &t.image);
+}
+
+#[test]
+fn parallel_download_over_several_connections() {
+    let mut h = harness("fault-parallel", "52:54:00:e2:20:0c");
+    let disk = h.add_disk(DISK_SIZE, Fill::Zeros).expect("disk");
+    let image = small_image(&h);
+    let digests = images::digests(&image.path).expect("digests");
+    let temp_url = TempUrl::fake().expect("temp url");
+    let url = serve_nginx(&mut h, &image.path, &temp_url);
+    let node = deploy(
+        &mut h,
+        url,
+        ImageChecksum::sha256(&digests),
+        None,
+        &[
+            "ipa-image-download-connections=4",
+            "ipa-image-download-window-mib=1",
+        ],
+        "active",
+    );
+    assert_eq!(node.provision_state, "active");
+    // nginx served the 34 MiB image as a first GET cut after its first window, then one
+    // 206 of 1 MiB per window: 33 of them, the signature never logged by the agent.
+    let access = h.nginx().expect("nginx").access_log();
+    let partial = access
+        .lines()
+        .filter(|l| l.contains("ironic-agent/") && l.contains("\" 206 1048576 "))
+        .count();
+    assert_eq!(partial, 33, "nginx access log:\n{access}");
+    deploy::verify_secret_kept(&h, &temp_url.sig).expect("signature kept secret");
+    verify_image_on_disk(&h, disk, &image);
 }
 
 #[test]

@@ -243,6 +243,10 @@ options! {
     image_download_connection_retry_interval: u64 = "10", group "DEFAULT", cmdline "ipa-image-download-connection-retry-interval";
     /// Abort an image download after this many seconds (0 = no limit).
     image_download_max_duration: u64 = "0", group "DEFAULT", cmdline "ipa-image-download-max-duration";
+    /// Connections an image download uses when the server serves byte ranges, in ordered windows; 1 is one stream, as IPA; each one beyond the first costs ~6 MiB of memory and pays off where the server caps each connection (not an IPA option).
+    image_download_connections: u32 = "2", group "DEFAULT", cmdline "ipa-image-download-connections";
+    /// MiB per window of a download over several connections; memory grows by (connections - 1) windows (not an IPA option).
+    image_download_window_mib: u32 = "2", group "DEFAULT", cmdline "ipa-image-download-window-mib";
     /// Ironic API version to use (X.Y); disables version discovery.
     ironic_api_version: Option<ApiVersion> = "", group "DEFAULT", cmdline "ipa-ironic-api-version";
     /// VLAN interfaces to create: iface.vlan, iface or all.

@@ -55,6 +55,8 @@ pub fn download_settings(
     s.retries = opts.image_download_connection_retries;
     s.retry_interval = Duration::from_secs(opts.image_download_connection_retry_interval);
     s = s.with_max_duration_secs(opts.image_download_max_duration);
+    s.connections = opts.image_download_connections.clamp(1, 16) as usize;
+    s.window_size = u64::from(opts.image_download_window_mib.clamp(1, 64)) << 20;
     s.insecure = opts.insecure;
     s.ca_file = opts.cafile.as_ref().map(PathBuf::from);
     s.tls_min_version = match opts.tls_min_version {

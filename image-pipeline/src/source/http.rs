@@ -2,6 +2,7 @@
 //! `chunk_size` and hands them to the consumer through a bounded channel; on a dropped
 //! connection, a stall or a short body it resumes with a Range request.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -11,6 +12,7 @@ use reqwest::StatusCode;
 use tokio::sync::{mpsc, oneshot};
 
 use super::client::{content_range, pause, within, Deadline, Failure, Http, Validators, Wait};
+use super::parallel::{self, Fetch, Piece, Windows};
 use super::{DownloadStats, SourceError};
 use crate::redact::{redact_url, scrub_text};
 
@@ -74,6 +76,9 @@ pub(crate) struct Engine {
     /// Chunk buffers, reused once the pipeline is done with them.
     pool: BufferPool,
     buf: PoolBuf,
+    /// Set once a parallel download met a server that did not serve its ranges: one
+    /// connection from then on.
+    single_only: bool,
 }
 
 impl Engine {
@@ -99,6 +104,7 @@ impl Engine {
             delivered: 0,
             pool,
             buf,
+            single_only: false,
         }
     }
 
@@ -301,7 +307,135 @@ impl Engine {
         if let Some(ready) = self.ready.take() {
             let _ = ready.send(Ok(()));
         }
+        let s = &self.http.settings;
+        if from == 0 && status == StatusCode::OK && s.connections > 1 && !self.single_only {
+            let window = parallel::window_size(s.window_size, s.chunk_size);
+            if parallel::usable(&resp, self.total(), window) {
+                return self.stream_windows(resp, url, window).await;
+            }
+        }
         self.stream(&mut resp, skip).await
+    }
+
+    /// The parallel download (module `parallel`): window 0 from the first response, the
+    /// rest over `connections` connections, delivered in order.
+    async fn stream_windows(
+        &mut self,
+        mut resp: reqwest::Response,
+        url: &str,
+        window: u64,
+    ) -> Result<Round, Failure> {
+        let s = self.http.settings.clone();
+        let total = self.total().unwrap_or_default();
+        let windows = Windows {
+            http: self.http.clone(),
+            shared: self.shared.clone(),
+            url: url.to_string(),
+            if_range: self
+                .shared
+                .entity()
+                .and_then(|e| e.validators.if_range().map(str::to_string)),
+            total,
+            window,
+            deadline: self.deadline,
+            pool: self.pool.clone(),
+        };
+        tracing::info!(image = %s.image_id, connections = s.connections, window_bytes = window,
+            total, "the server serves byte ranges: downloading over several connections");
+        let mut queue = windows.after_first();
+        let mut in_flight: VecDeque<Fetch> = VecDeque::new();
+        // Window 0 streams on the first connection while the others fetch ahead.
+        while in_flight.len() + 1 < s.connections {
+            match queue.pop_front() {
+                Some((a, b)) => in_flight.push_back(windows.start(a, b)),
+                None => break,
+            }
+        }
+        let mut broke = None;
+        while self.received < window {
+            match self
+                .http
+                .next_piece(&mut resp, self.deadline, self.received, Some(total))
+                .await
+            {
+                Ok(Some(piece)) => {
+                    self.shared.stats().wire_bytes += piece.len() as u64;
+                    let take = piece.len().min((window - self.received) as usize);
+                    self.accept(&piece[..take]).await?;
+                }
+                Ok(None) => {
+                    broke = Some(format!("body ended at byte {} of {total}", self.received));
+                    break;
+                }
+                Err(Failure::Transient(why)) => {
+                    broke = Some(why);
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        drop(resp);
+        if let Some(why) = broke {
+            // The rest of window 0 becomes a window of its own, from the last whole chunk.
+            tracing::warn!(image = %s.image_id, offset = self.received,
+                "download interrupted ({why}); fetching the rest of the first window by range");
+            self.buf.clear();
+            self.received = self.delivered;
+            in_flight.push_front(windows.start(self.delivered, window));
+        }
+        loop {
+            while in_flight.len() < s.connections {
+                match queue.pop_front() {
+                    Some((a, b)) => in_flight.push_back(windows.start(a, b)),
+                    None => break,
+                }
+            }
+            let Some(mut head) = in_flight.pop_front() else {
+                break;
+            };
+            debug_assert_eq!(head.first, self.received);
+            while let Some(piece) = head.rx.recv().await {
+                match piece {
+                    Piece::Data(chunk) => {
+                        self.received += chunk.len() as u64;
+                        self.deliver(Ok(chunk)).await?;
+                        self.shared.stats().bytes = self.received;
+                    }
+                    Piece::Failed(e) => return Err(e),
+                    Piece::Mismatch(why) => {
+                        drop(in_flight);
+                        self.single_only = true;
+                        self.restart(&format!("{why}; one connection from now on"))
+                            .await?;
+                        return Ok(Round::Restart);
+                    }
+                }
+            }
+            if self.received != head.end {
+                return Err(Failure::Transient(format!(
+                    "the fetch of bytes {}-{} stopped at byte {}",
+                    head.first,
+                    head.end - 1,
+                    self.received
+                )));
+            }
+        }
+        Ok(Round::Done)
+    }
+
+    /// Copies received bytes into chunk buffers, handing on each full one.
+    async fn accept(&mut self, mut data: &[u8]) -> Result<(), Failure> {
+        while !data.is_empty() {
+            let n = self.buf.extend_from_slice(data);
+            data = &data[n..];
+            self.received += n as u64;
+            if self.buf.is_full() {
+                let full = std::mem::replace(&mut self.buf, self.pool.get());
+                self.deliver(Ok(full.freeze())).await?;
+            }
+        }
+        self.shared.stats().bytes = self.received;
+        Ok(())
     }
 
     /// Reads the body into chunks until it ends or breaks.
@@ -360,17 +494,7 @@ impl Engine {
                 }
             }
             // One copy: network pieces into chunk-sized, page-aligned pool buffers.
-            let mut data = &piece[..];
-            while !data.is_empty() {
-                let n = self.buf.extend_from_slice(data);
-                data = &data[n..];
-                self.received += n as u64;
-                if self.buf.is_full() {
-                    let full = std::mem::replace(&mut self.buf, self.pool.get());
-                    self.deliver(Ok(full.freeze())).await?;
-                }
-            }
-            self.shared.stats().bytes = self.received;
+            self.accept(&piece).await?;
         }
     }
 

@@ -21,6 +21,12 @@
 //! * `max_duration` bounds everything, waits for the consumer included; running out gives
 //!   [`SourceError::TimedOut`] (IPA's 408).
 //!
+//! # Several connections
+//!
+//! Where the server serves byte ranges and `connections` > 1, the file is fetched in ordered
+//! windows over several connections and handed on in order (see `parallel`): the consumer
+//! cannot tell, except by the speed when the server caps each connection.
+//!
 //! # Restart from byte 0
 //!
 //! When a resume shows that the server ignores Range (a full 200 answer) but has the **same**
@@ -36,6 +42,7 @@
 mod client;
 mod error;
 mod http;
+mod parallel;
 mod range;
 mod settings;
 mod stats;
@@ -43,7 +50,8 @@ mod stats;
 pub use error::SourceError;
 pub use range::HttpRangeReader;
 pub use settings::{
-    BasicAuth, DownloadSettings, Proxies, TlsMinVersion, DEFAULT_CHUNK_SIZE, DEFAULT_QUEUE_DEPTH,
+    BasicAuth, DownloadSettings, Proxies, TlsMinVersion, DEFAULT_CHUNK_SIZE, DEFAULT_CONNECTIONS,
+    DEFAULT_QUEUE_DEPTH, DEFAULT_WINDOW_SIZE,
 };
 pub use stats::DownloadStats;
 

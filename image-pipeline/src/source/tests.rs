@@ -39,7 +39,27 @@ fn settings(urls: Vec<String>) -> DownloadSettings {
     s.read_timeout = Duration::from_secs(2);
     s.retries = 3;
     s.retry_interval = Duration::from_millis(20);
+    // One stream: the tests below pin the single connection's requests; the parallel
+    // download has tests of its own.
+    s.connections = 1;
     s
+}
+
+/// [`settings`] with `connections` and windows of `window` bytes.
+fn parallel(urls: Vec<String>, connections: usize, window: u64) -> DownloadSettings {
+    let mut s = settings(urls);
+    s.connections = connections;
+    s.window_size = window;
+    s
+}
+
+/// The Range headers of the GETs for `path`, in arrival order (`None`: no Range).
+fn ranges(srv: &TestServer, path: &str) -> Vec<Option<String>> {
+    srv.requests_for(path)
+        .iter()
+        .filter(|r| r.method == "GET")
+        .map(|r| r.range().map(str::to_string))
+        .collect()
 }
 
 /// Reads the whole stream; a restart drops what was collected (as a pipeline would).
@@ -832,4 +852,123 @@ fn a_body_longer_than_announced_is_an_error() {
         )),
         "{msg}"
     );
+}
+
+#[test]
+fn parallel_download_is_the_file_in_order() {
+    let rt = runtime();
+    let srv = TestServer::start().expect("server");
+    let body = data(10 * MIB + 777, 31);
+    srv.serve("/img", body.clone(), Faults::none());
+    let mut dl =
+        start_download(parallel(vec![srv.url("/img")], 4, MIB as u64), rt.handle()).expect("start");
+    let mut sizes = Vec::new();
+    let mut got = Vec::new();
+    while let Some(c) = dl.next_chunk() {
+        let c = c.expect("chunk");
+        sizes.push(c.len());
+        got.extend_from_slice(&c);
+    }
+    assert_eq!(sha256(&got), sha256(&body));
+    // The same chunks a single stream gives: whole MiBs, then the tail.
+    let mut want = vec![MIB; 10];
+    want.push(777);
+    assert_eq!(sizes, want);
+    // The first GET serves window 0, then one ranged GET per window, with If-Range.
+    let mut expected = vec![None];
+    for k in 1..=10u64 {
+        let first = k * MIB as u64;
+        let last = ((k + 1) * MIB as u64).min(body.len() as u64) - 1;
+        expected.push(Some(format!("bytes={first}-{last}")));
+    }
+    let mut seen = ranges(&srv, "/img");
+    seen[1..].sort_by_key(|r| {
+        r.as_deref()
+            .and_then(|r| r.strip_prefix("bytes="))
+            .and_then(|r| r.split('-').next())
+            .and_then(|n| n.parse::<u64>().ok())
+    });
+    assert_eq!(seen, expected);
+    assert!(srv.requests_for("/img")[1..]
+        .iter()
+        .all(|r| r.header("if-range").is_some()));
+    let st = dl.stats();
+    assert_eq!((st.bytes, st.restarts), (body.len() as u64, 0));
+}
+
+#[test]
+fn parallel_windows_resume_inside_the_window() {
+    let rt = runtime();
+    let srv = TestServer::start().expect("server");
+    let body = data(8 * MIB, 32);
+    // The first three GETs (window 0's and two windows') break after 300 KiB.
+    srv.serve(
+        "/img",
+        body.clone(),
+        Faults::none().drop_after(300 << 10, 3),
+    );
+    let mut dl =
+        start_download(parallel(vec![srv.url("/img")], 3, MIB as u64), rt.handle()).expect("start");
+    let (got, restarts) = collect(&mut dl).expect("download");
+    assert_eq!(restarts, 0);
+    assert_eq!(sha256(&got), sha256(&body));
+    // Resumes start inside windows, not at their first byte.
+    let inside: Vec<String> = ranges(&srv, "/img")
+        .into_iter()
+        .flatten()
+        .filter(|r| {
+            let first: u64 = r["bytes=".len()..]
+                .split('-')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            !first.is_multiple_of(MIB as u64)
+        })
+        .collect();
+    assert!(
+        !inside.is_empty(),
+        "no resume inside a window: {:?}",
+        ranges(&srv, "/img")
+    );
+    assert!(dl.stats().resumes >= 2, "{:?}", dl.stats());
+}
+
+#[test]
+fn parallel_download_falls_back_to_one_stream_when_ranges_are_not_served() {
+    let rt = runtime();
+    let srv = TestServer::start().expect("server");
+    let body = data(6 * MIB, 33);
+    // From the third request on, another ETag: If-Range fails, the server answers 200.
+    srv.serve("/img", body.clone(), Faults::none().change_etag_after(2));
+    let mut dl =
+        start_download(parallel(vec![srv.url("/img")], 2, MIB as u64), rt.handle()).expect("start");
+    let (got, _restarts) = collect(&mut dl).expect("download");
+    assert_eq!(sha256(&got), sha256(&body));
+    assert_eq!(dl.stats().restarts, 1);
+    // After the fallback: one plain GET of the whole file.
+    assert_eq!(ranges(&srv, "/img").last(), Some(&None));
+}
+
+#[test]
+fn no_parallel_download_without_accept_ranges_or_below_two_windows() {
+    let rt = runtime();
+    let srv = TestServer::start().expect("server");
+    let body = data(6 * MIB, 34);
+    srv.serve("/noranges", body.clone(), Faults::none().ignore_range());
+    srv.serve("/small", body.clone(), Faults::none());
+    for (path, window) in [("/noranges", MIB as u64), ("/small", 4 * MIB as u64)] {
+        let mut dl =
+            start_download(parallel(vec![srv.url(path)], 4, window), rt.handle()).expect("start");
+        let (got, _) = collect(&mut dl).expect("download");
+        assert_eq!(sha256(&got), sha256(&body));
+        assert_eq!(ranges(&srv, path), vec![None], "{path}");
+    }
+}
+
+#[test]
+fn window_sizes_are_whole_chunks() {
+    assert_eq!(parallel::window_size(1, MIB), MIB as u64);
+    assert_eq!(parallel::window_size(MIB as u64 + 1, MIB), 2 * MIB as u64);
+    assert_eq!(parallel::window_size(8 * MIB as u64, MIB), 8 * MIB as u64);
 }

@@ -12,7 +12,13 @@
 //! RSS for each, next to the machine's ceilings measured in the same run: sha256 speed of our
 //! hasher, loopback HTTP speed (curl from nginx) and device write speed (dd O_DIRECT).
 //!
-//!     tests/bench.sh [--size-mib 2048] [--runs 3] [--skip-ipa]
+//!     tests/bench.sh [--size-mib 2048] [--runs 3] [--skip-ipa] [--conn-limit-mbs 100 | --skip-scaling]
+//!                    [--agent-arg ipa-x=y ...]
+//!
+//! Then the raw image again from a server that paces each connection (the fault-injecting
+//! test server's trickle: nginx's limit_rate lets each request's first second through),
+//! through the agent with 1, 2, 4 and 8 connections (`ipa-image-download-connections`): the
+//! multi-connection download's scaling.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -31,6 +37,11 @@ struct Options {
     sparse_gib: u64,
     runs: usize,
     ipa_venv: Option<PathBuf>,
+    /// MB/s per connection of the throttled server of the multi-connection scaling runs;
+    /// `None` skips them.
+    conn_limit_mbs: Option<u64>,
+    /// Extra kernel parameters for the agent of the main runs.
+    agent_args: Vec<String>,
 }
 
 fn options() -> Result<Options> {
@@ -38,6 +49,8 @@ fn options() -> Result<Options> {
         size_mib: 2048,
         sparse_gib: 8,
         runs: 3,
+        conn_limit_mbs: Some(100),
+        agent_args: Vec::new(),
         ipa_venv: Some(PathBuf::from(
             std::env::var("IPA_VENV").unwrap_or_else(|_| "/opt/ironic-agent-test/ipa-venv".into()),
         )),
@@ -50,6 +63,9 @@ fn options() -> Result<Options> {
             "--sparse-gib" => o.sparse_gib = value("--sparse-gib")?.parse()?,
             "--runs" => o.runs = value("--runs")?.parse::<usize>()?.max(1),
             "--skip-ipa" => o.ipa_venv = None,
+            "--conn-limit-mbs" => o.conn_limit_mbs = Some(value("--conn-limit-mbs")?.parse()?),
+            "--skip-scaling" => o.conn_limit_mbs = None,
+            "--agent-arg" => o.agent_args.push(value("--agent-arg")?),
             other => bail!("unknown argument {other}; see tests/bench.sh"),
         }
     }
@@ -277,7 +293,7 @@ fn main() -> Result<()> {
             std::fs::metadata(&sparse)?.len(),
         ),
     ];
-    let agent = StandaloneAgent::start(dir.path(), &loopdev.path)?;
+    let agent = StandaloneAgent::start(dir.path(), &loopdev.path, &opts.agent_args.join(" "))?;
     say(&format!(
         "our agent: {} (pid {})",
         agent.binary.display(),
@@ -341,6 +357,54 @@ fn main() -> Result<()> {
     rows.push(dd_row);
     let pipe = vec![pipe_row];
     drop(agent);
+
+    // --- several connections against a per-connection limit ---------------------------
+    // nginx's limit_rate cannot model a per-connection cap here: it limits each request,
+    // and lets the first second's worth of bytes of every request through unthrottled, so
+    // ranged windows of a few MiB are never throttled at all. The test server paces every
+    // connection (one request each, `Connection: close`) at a steady rate, as a capped proxy
+    // or a throttled mirror does.
+    let mut scaling = Vec::new();
+    if let Some(mbs) = opts.conn_limit_mbs {
+        let throttled = image_pipeline::test_server::TestServer::start()?;
+        throttled.serve_file(
+            "/disk.raw",
+            &raw,
+            image_pipeline::test_server::Faults::none().trickle(mbs * 1_000_000),
+        )?;
+        let throttled_url = throttled.url("/disk.raw");
+        say(&format!(
+            "several connections: raw image from a server pacing each connection at {mbs} MB/s"
+        ));
+        for n in [1usize, 2, 4, 8] {
+            let agent = StandaloneAgent::start(
+                dir.path(),
+                &loopdev.path,
+                &format!("ipa-image-download-connections={n}"),
+            )?;
+            let mut row = Row::new(
+                &format!("ironic-agent, raw, {n} connection(s), {mbs} MB/s per connection"),
+                size,
+            );
+            for run in 0..opts.runs {
+                let m = with_machine_cpu(|| {
+                    agent.prepare_image(
+                        &format!("bench-scaling-{n}-{run}"),
+                        &throttled_url,
+                        "raw",
+                        &digest_raw,
+                    )
+                })?;
+                say(&format!(
+                    "  {n} connection(s): {:.0} MB/s, RSS {:.1} MiB",
+                    size as f64 / m.seconds / 1e6,
+                    m.rss_mib.unwrap_or(0.0)
+                ));
+                row.runs.push(m);
+            }
+            scaling.push(row);
+        }
+    }
 
     // --- IPA ------------------------------------------------------------------------
     let mut ipa = Vec::new();
@@ -449,6 +513,29 @@ fn main() -> Result<()> {
             over_ceiling.join(", ")
         );
     }
+    if let Some(mbs) = opts.conn_limit_mbs {
+        let one = scaling.first().map(Row::mb_s).unwrap_or(f64::NAN);
+        println!();
+        println!(
+            "Several connections: the raw image from a server pacing each connection at {mbs} MB/s \
+             (ipa-image-download-connections; windows of 2 MiB), median of {} run(s)",
+            opts.runs
+        );
+        println!(
+            "| connections | MB/s | range | vs 1 connection | vs lowest ceiling | peak RSS MiB |"
+        );
+        println!("|---|---|---|---|---|---|");
+        for (r, n) in scaling.iter().zip([1, 2, 4, 8]) {
+            println!(
+                "| {n} | {:.0} | {} | {:.1}x | {:.0}% | {} |",
+                r.mb_s(),
+                r.range(),
+                r.mb_s() / one,
+                100.0 * r.mb_s() / lowest_ceiling,
+                r.median().rss_mib.map_or("-".into(), |x| format!("{x:.1}")),
+            );
+        }
+    }
     drop(nginx);
     drop(loopdev);
     Ok(())
@@ -527,7 +614,8 @@ struct StandaloneAgent {
 }
 
 impl StandaloneAgent {
-    fn start(dir: &Path, device: &Path) -> Result<StandaloneAgent> {
+    /// The agent with `extra` kernel parameters (space-separated).
+    fn start(dir: &Path, device: &Path, extra: &str) -> Result<StandaloneAgent> {
         let binary = release_binary()?;
         let port = free_port()?;
         let token: String = (0..43)
@@ -536,7 +624,9 @@ impl StandaloneAgent {
         let cmdline = dir.join("bench-cmdline");
         std::fs::write(
             &cmdline,
-            format!("ipa-agent-token={token} ipa-listen-host=127.0.0.1 ipa-listen-port={port}"),
+            format!(
+                "ipa-agent-token={token} ipa-listen-host=127.0.0.1 ipa-listen-port={port} {extra}"
+            ),
         )?;
         let log = std::fs::File::create(dir.join("bench-agent.log"))?;
         let child = Command::new(&binary)
