@@ -457,6 +457,18 @@ pub struct WholeDiskExpectation<'a> {
     pub configdrive: Option<&'a [u8]>,
 }
 
+/// [`verify_whole_disk`] of the raw image at `raw`, without a config drive.
+pub fn verify_raw_image(h: &Harness, disk: usize, raw: &std::path::Path) -> Result<()> {
+    verify_whole_disk(
+        h,
+        disk,
+        &WholeDiskExpectation {
+            raw,
+            configdrive: None,
+        },
+    )
+}
+
 /// Checks a whole-disk deploy byte for byte:
 /// - the image's bytes are on the disk, except what moving the backup GPT to the disk's end
 ///   legitimately changes: the protective MBR's size field, the primary header's alternate

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use e2e::agent::AgentOptions;
 use e2e::deploy::{
     self, add_prefilled_disk, enroll_available, node_spec, run_deploy, set_instance_info,
-    ImageChecksum, InstanceInfo, TempUrl, WholeDiskExpectation, DISK_SIZE,
+    ImageChecksum, InstanceInfo, TempUrl, DISK_SIZE,
 };
 use e2e::harness::Harness;
 use e2e::images::{self, WholeDiskImage};
@@ -93,15 +93,7 @@ fn verify_failure(h: &Harness, node: &Node, temp_url: &TempUrl, needles: &[&str]
 
 /// The disk holds exactly `image` (and zeros elsewhere), its GPT spanning the disk.
 fn verify_image_on_disk(h: &Harness, disk: usize, image: &WholeDiskImage) {
-    deploy::verify_whole_disk(
-        h,
-        disk,
-        &WholeDiskExpectation {
-            raw: &image.path,
-            configdrive: None,
-        },
-    )
-    .expect("disk after deploy");
+    deploy::verify_raw_image(h, disk, &image.path).expect("disk after deploy");
 }
 
 /// What a deploy of the small image through a trickling server leaves to check.

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use e2e::agent::AgentOptions;
 use e2e::deploy::{
-    self, node_spec, set_instance_info, ImageChecksum, InstanceInfo, WholeDiskExpectation,
-    DEPLOY_TIMEOUT, DISK_SIZE,
+    self, node_spec, set_instance_info, ImageChecksum, InstanceInfo, DEPLOY_TIMEOUT, DISK_SIZE,
 };
 use e2e::harness::Harness;
 use e2e::images::{self, WholeDiskImage};
@@ -190,13 +189,5 @@ fn inspect_clean_and_deploy_on_one_boot() {
         ],
     )
     .expect("the conductor drove cleaning and deployment through the agent");
-    deploy::verify_whole_disk(
-        &h,
-        disk,
-        &WholeDiskExpectation {
-            raw: &image.path,
-            configdrive: None,
-        },
-    )
-    .expect("disk after deploy");
+    deploy::verify_raw_image(&h, disk, &image.path).expect("disk after deploy");
 }
