@@ -3,7 +3,7 @@
 //! connection, a stall or a short body it resumes with a Range request.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -13,45 +13,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::client::{content_range, pause, within, Deadline, Failure, Http, Validators, Wait};
 use super::parallel::{self, Fetch, Piece, Windows};
-use super::{DownloadStats, SourceError};
+use super::shared::{Entity, Shared};
+use super::SourceError;
 use crate::redact::{redact_url, scrub_text};
 
 pub(crate) type Item = Result<Bytes, SourceError>;
-
-/// The file being downloaded, as the last response described it.
-#[derive(Debug, Clone)]
-pub(crate) struct Entity {
-    pub url_index: usize,
-    pub validators: Validators,
-    /// Size of the whole file, when the server said.
-    pub total: Option<u64>,
-}
-
-/// What the download task and the [`super::Download`] handle share.
-#[derive(Debug, Default)]
-pub(crate) struct Shared {
-    pub entity: Mutex<Option<Entity>>,
-    pub stats: Mutex<DownloadStats>,
-    /// Set when the last chunk was queued: a closed channel without it is a failure.
-    pub complete: std::sync::atomic::AtomicBool,
-}
-
-impl Shared {
-    pub fn stats(&self) -> std::sync::MutexGuard<'_, DownloadStats> {
-        self.stats.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn entity(&self) -> Option<Entity> {
-        self.entity
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    fn set_entity(&self, e: Entity) {
-        *self.entity.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-    }
-}
 
 /// How one request/response round ended.
 enum Round {

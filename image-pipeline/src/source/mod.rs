@@ -45,6 +45,7 @@ mod http;
 mod parallel;
 mod range;
 mod settings;
+mod shared;
 mod stats;
 
 pub use error::SourceError;
@@ -65,7 +66,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::checksum::{ChecksumError, ChecksumSpec, ExpectedChecksum};
 use crate::redact::redact_url;
 use client::{Deadline, Failure, Http};
-use http::{Engine, Item, Shared};
+use http::{Engine, Item};
+use shared::Shared;
 
 /// A running download. Dropping it stops the download.
 pub struct Download {

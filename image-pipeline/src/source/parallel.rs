@@ -27,7 +27,7 @@ use reqwest::StatusCode;
 use tokio::sync::mpsc;
 
 use super::client::{content_range, pause, Deadline, Failure, Http};
-use super::http::Shared;
+use super::shared::Shared;
 use crate::buffer_pool::BufferPool;
 
 /// Whether a first response allows the windowed download.

@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use tokio::runtime::Handle;
 
 use super::client::{content_range, pause, Deadline, Failure, Http, Validators};
-use super::http::Entity;
+use super::shared::Entity;
 use crate::redact::redact_url;
 use crate::write_op::RangeRead;
 
