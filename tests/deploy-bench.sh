@@ -6,10 +6,16 @@
 # found a command still running). A few minutes. Not a test: no figure here is asserted.
 #
 #   tests/deploy-bench.sh [--size-mib 2048] [--runs 3] [--kinds raw,qcow2,sparse]
-#                         [--agent-arg ipa-x=y ...]
+#                         [--agents ours,ipa] [--agent-arg ipa-x=y ...] [--log-dir DIR]
+# IPA 13 runs beside ours unless `--agents ours` (tests/bench/ipa_agent.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/setup.sh >/dev/null
+export IPA_VENV=${IPA_VENV:-/opt/ironic-agent-test/ipa-venv}
+case " $* " in
+  *" --agents ours "*) ;;
+  *) bash tests/bench/ipa-venv.sh ;;
+esac
 # One package per build: `--bin` would apply to both and skip the agent binary.
 cargo build -q --release -p ironic-agent
 cargo build -q --release -p e2e --bin deploy-bench

@@ -23,6 +23,16 @@ pub struct AgentOptions {
     pub allow_devices: Vec<PathBuf>,
     /// External hardware manager manifests (`--managers-dir`).
     pub managers_dir: Option<PathBuf>,
+    /// Run ironic-python-agent instead (benchmarks only): see [`ReferenceIpa`].
+    pub reference_ipa: Option<ReferenceIpa>,
+}
+
+/// IPA 13 as the reference agent of `deploy-bench`: `python tests/bench/ipa_agent.py`,
+/// confined to the first allowed device by its bench hardware manager (see that file).
+#[derive(Debug, Clone)]
+pub struct ReferenceIpa {
+    /// The venv's interpreter (`$IPA_VENV/bin/python`).
+    pub python: PathBuf,
 }
 
 pub struct Agent {
@@ -34,7 +44,6 @@ impl Agent {
     /// Starts `ip netns exec <ns> ironic-agent --cmdline-file ... --allow-device ...
     /// --state-dir ... --log-file ...` with its files under `dir`.
     pub fn start(dir: &Path, netns: &NetNs, api_url: &str, opts: &AgentOptions) -> Result<Agent> {
-        let bin = binary()?;
         std::fs::create_dir_all(dir)?;
         let cmdline = kernel_cmdline(netns, api_url, &opts.extra_cmdline);
         let cmdline_file = dir.join("cmdline");
@@ -43,14 +52,31 @@ impl Agent {
         std::fs::create_dir_all(&state_dir)?;
 
         let out = File::create(dir.join("agent.stdout.log"))?;
-        let mut c = netns.command(&bin);
-        c.arg("--cmdline-file").arg(&cmdline_file);
-        for dev in &opts.allow_devices {
-            c.arg("--allow-device").arg(dev);
-        }
-        if let Some(dir) = &opts.managers_dir {
-            c.arg("--managers-dir").arg(dir);
-        }
+        let mut c = match &opts.reference_ipa {
+            None => {
+                let mut c = netns.command(binary()?);
+                c.arg("--cmdline-file").arg(&cmdline_file);
+                for dev in &opts.allow_devices {
+                    c.arg("--allow-device").arg(dev);
+                }
+                if let Some(dir) = &opts.managers_dir {
+                    c.arg("--managers-dir").arg(dir);
+                }
+                c
+            }
+            Some(ipa) => {
+                let [device] = opts.allow_devices.as_slice() else {
+                    bail!("the reference IPA is given exactly one device");
+                };
+                let mut c = netns.command(&ipa.python);
+                c.arg(workspace_root().join("tests/bench/ipa_agent.py"))
+                    .arg("--api-url")
+                    .arg(api_url)
+                    .arg("--device")
+                    .arg(device);
+                c
+            }
+        };
         c.arg("--state-dir")
             .arg(&state_dir)
             .arg("--log-file")

@@ -471,7 +471,8 @@ pub fn verify_raw_image(h: &Harness, disk: usize, raw: &std::path::Path) -> Resu
 
 /// Checks a whole-disk deploy byte for byte:
 /// - the image's bytes are on the disk, except what moving the backup GPT to the disk's end
-///   legitimately changes: the protective MBR's size field, the primary header's alternate
+///   legitimately changes: the protective MBR's size field (and its
+///   last-sector CHS, which `sgdisk -e` rewrites), the primary header's alternate
 ///   and last usable LBAs and CRCs, and the old backup GPT at the image's end;
 /// - the partition entries are the image's (plus the config drive's, if any), in both the
 ///   primary and the backup table, and `sgdisk -v` is clean;
@@ -563,6 +564,7 @@ pub fn verify_whole_disk(h: &Harness, disk: usize, want: &WholeDiskExpectation) 
     };
     let mut allowed: Vec<Range<u64>> = vec![
         gpt::PMBR_SIZE_FIELD.start as u64..gpt::PMBR_SIZE_FIELD.end as u64,
+        gpt::PMBR_END_CHS.start as u64..gpt::PMBR_END_CHS.end as u64,
         SECTOR + gpt::field::HEADER_CRC.start as u64..SECTOR + gpt::field::HEADER_CRC.end as u64,
         SECTOR + gpt::field::ALTERNATE_LBA.start as u64
             ..SECTOR + gpt::field::ALTERNATE_LBA.end as u64,

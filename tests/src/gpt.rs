@@ -20,6 +20,10 @@ pub mod field {
 /// Byte range of the sector count of the protective MBR's partition record.
 pub const PMBR_SIZE_FIELD: std::ops::Range<usize> = 446 + 12..446 + 16;
 
+/// Byte range of the CHS address of the protective MBR record's last sector: `sgdisk -e`
+/// (IPA's relocation of the backup GPT) rewrites it with the size.
+pub const PMBR_END_CHS: std::ops::Range<usize> = 446 + 5..446 + 8;
+
 /// Sectors a GPT takes at each end of a disk beyond its header: 32 sectors of entries.
 pub const ENTRY_SECTORS: u64 = 32;
 

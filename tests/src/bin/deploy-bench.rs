@@ -12,9 +12,19 @@
 //!   locked, and `install_bootloader` polls that found the command still running (each costs
 //!   `[agent] command_wait_interval`, 6 s).
 //!
-//!   tests/deploy-bench.sh [--size-mib 2048] [--runs 3] [--kinds raw,qcow2,sparse]
-//!   (also --agent-arg ipa-foo=bar, repeatable: extra kernel parameters for the agent;
-//!   --log-dir DIR: keep each run's conductor and agent logs in DIR/run<N>-<kind>/)
+//! ```text
+//! tests/deploy-bench.sh [--size-mib 2048] [--runs 3] [--kinds raw,qcow2,sparse]
+//!                       [--agents ours,ipa (the default)]
+//! ```
+//!
+//! (also --agent-arg ipa-foo=bar, repeatable: extra kernel parameters for our agent;
+//!   --log-dir DIR: keep each run's conductor and agent logs in DIR/run<N>-<agent>-<kind>/)
+//!
+//! `--agents ours,ipa` runs ironic-python-agent 13 itself beside ours, through the same
+//! Ironic and the same steps (`tests/bench/ipa_agent.py`, from the venv in `$IPA_VENV`;
+//! `tests/deploy-bench.sh` creates it). Every node has `deploy_forces_oob_reboot`, for
+//! both agents: Ironic syncs and powers off through its fake power interface instead of
+//! asking the agent to power the machine off (IPA would run `poweroff` on this host).
 //!
 //! Not a test: no figure here is asserted.
 
@@ -23,7 +33,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use e2e::agent::AgentOptions;
+use e2e::agent::{AgentOptions, ReferenceIpa};
 use e2e::deploy::{self, enroll_available, node_spec, set_instance_info, InstanceInfo};
 use e2e::harness::Harness;
 use e2e::images;
@@ -63,6 +73,28 @@ struct Image {
     describe: String,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Who {
+    Ours,
+    Ipa,
+}
+
+impl Who {
+    fn parse(s: &str) -> Result<Who> {
+        Ok(match s {
+            "ours" => Who::Ours,
+            "ipa" => Who::Ipa,
+            other => bail!("unknown agent {other} (ours, ipa)"),
+        })
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Who::Ours => "ours",
+            Who::Ipa => "ipa",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Row {
     agent_to_active: f64,
@@ -72,6 +104,8 @@ struct Row {
     locked_heartbeats: usize,
     running_polls: usize,
     heartbeats: usize,
+    /// Raw images only: the disk checked byte for byte ([`deploy::verify_raw_image`]).
+    disk_check: Option<Result<(), String>>,
 }
 
 fn main() -> Result<()> {
@@ -81,6 +115,7 @@ fn main() -> Result<()> {
     let mut kinds = vec![Kind::Raw, Kind::Qcow2, Kind::Sparse];
     let mut agent_args = Vec::new();
     let mut log_dir: Option<std::path::PathBuf> = None;
+    let mut agents = vec![Who::Ours, Who::Ipa];
     let mut i = 1;
     while i < args.len() {
         let value = args
@@ -92,9 +127,10 @@ fn main() -> Result<()> {
             "--kinds" => kinds = value?.split(',').map(Kind::parse).collect::<Result<_>>()?,
             "--agent-arg" => agent_args.push(value?.clone()),
             "--log-dir" => log_dir = Some(value?.into()),
+            "--agents" => agents = value?.split(',').map(Who::parse).collect::<Result<_>>()?,
             other => bail!(
                 "unknown argument {other} (--size-mib N, --runs N, --kinds raw,qcow2,sparse, \
-                 --agent-arg ipa-x=y, --log-dir DIR)"
+                 --agents ours,ipa, --agent-arg ipa-x=y, --log-dir DIR)"
             ),
         }
         i += 2;
@@ -105,15 +141,46 @@ fn main() -> Result<()> {
         .iter()
         .map(|k| build_image(work.path(), *k, size_mib))
         .collect::<Result<Vec<_>>>()?;
-    let mut all: Vec<Vec<Row>> = images.iter().map(|_| Vec::new()).collect();
+    let ipa = if agents.contains(&Who::Ipa) {
+        let venv = std::env::var_os("IPA_VENV")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| "/opt/ironic-agent-test/ipa-venv".into());
+        let python = venv.join("bin/python");
+        if !python.exists() {
+            bail!(
+                "{} does not exist: tests/deploy-bench.sh creates IPA's venv",
+                python.display()
+            );
+        }
+        Some(ReferenceIpa { python })
+    } else {
+        None
+    };
+    let cases: Vec<(usize, Who)> = (0..images.len())
+        .flat_map(|k| agents.iter().map(move |w| (k, *w)))
+        .collect();
+    let mut all: Vec<Vec<Row>> = cases.iter().map(|_| Vec::new()).collect();
     for run in 1..=runs {
-        for (k, image) in images.iter().enumerate() {
-            println!("== run {run}/{runs}: {}", image.describe);
-            let logs = log_dir
-                .as_ref()
-                .map(|d| d.join(format!("run{run}-{}", image.kind.name())));
-            let row = run_one(image, &agent_args, logs.as_deref())
-                .with_context(|| image.describe.clone())?;
+        for (c, (k, who)) in cases.iter().enumerate() {
+            let image = &images[*k];
+            println!(
+                "== run {run}/{runs}: {} agent, {}",
+                who.name(),
+                image.describe
+            );
+            let logs = log_dir.as_ref().map(|d| {
+                d.join(format!(
+                    "run{run}-{}-{}",
+                    who.name(),
+                    image.kind.name().replace(' ', "-")
+                ))
+            });
+            let reference = match who {
+                Who::Ours => None,
+                Who::Ipa => ipa.clone(),
+            };
+            let row = run_one(image, &agent_args, reference, logs.as_deref())
+                .with_context(|| format!("{} agent, {}", who.name(), image.describe))?;
             println!(
                 "   agent → active {:.2}s, write_image (Ironic) {}, image time {}, locked \
                  heartbeats {}, polls finding RUNNING {}",
@@ -123,21 +190,31 @@ fn main() -> Result<()> {
                 row.locked_heartbeats,
                 row.running_polls
             );
-            all[k].push(row);
+            if let Some(Err(e)) = &row.disk_check {
+                println!(
+                    "   the disk does not hold the image: {}",
+                    e.replace('\n', "; ")
+                );
+            }
+            all[c].push(row);
         }
     }
     println!(
-        "\n{:<40} {:>15} {:>17} {:>20} {:>16} {:>9} {:>10} {:>10}",
+        "\n{:<40} {:>5} {:>15} {:>17} {:>20} {:>16} {:>9} {:>10} {:>10} {:>6}",
         format!("image (median of {runs})"),
+        "agent",
         "agent → active",
         "request → active",
         "write_image (Ironic)",
         "image (agent)",
         "locked hb",
         "RUNNING polls",
-        "heartbeats"
+        "heartbeats",
+        "disk"
     );
-    for (image, rows) in images.iter().zip(all) {
+    let mut to_active = Vec::new();
+    for ((k, who), rows) in cases.iter().zip(&all) {
+        let image = &images[*k];
         let med = |f: &dyn Fn(&Row) -> Option<f64>| median(rows.iter().filter_map(f).collect());
         let range = |f: &dyn Fn(&Row) -> f64| {
             let v: Vec<f64> = rows.iter().map(f).collect();
@@ -145,10 +222,13 @@ fn main() -> Result<()> {
             let hi = v.iter().cloned().fold(0.0, f64::max);
             format!("{lo:.1}-{hi:.1}")
         };
+        let agent_to_active = med(&|r| Some(r.agent_to_active)).unwrap_or(f64::NAN);
+        to_active.push((*k, *who, agent_to_active));
         println!(
-            "{:<40} {:>6.2}s ({:>7}) {:>16.2}s {:>19}s {:>15}s {:>9} {:>10} {:>10}",
+            "{:<40} {:>5} {:>6.2}s ({:>7}) {:>16.2}s {:>19}s {:>15}s {:>9} {:>10} {:>10} {:>6}",
             image.describe,
-            med(&|r| Some(r.agent_to_active)).unwrap_or(f64::NAN),
+            who.name(),
+            agent_to_active,
             range(&|r| r.agent_to_active),
             med(&|r| Some(r.request_to_active)).unwrap_or(f64::NAN),
             opt(med(&|r| r.write_image_ironic)).trim_end_matches('s'),
@@ -156,13 +236,41 @@ fn main() -> Result<()> {
             rows.iter().map(|r| r.locked_heartbeats).sum::<usize>(),
             rows.iter().map(|r| r.running_polls).sum::<usize>(),
             rows.iter().map(|r| r.heartbeats).sum::<usize>(),
+            disk_verdict(rows),
         );
     }
     println!(
         "(locked hb, RUNNING polls and heartbeats are totals over the runs; `locked hb` = \
-         Ironic's \"currently locked, skipping heartbeat processing\")"
+         Ironic's \"currently locked, skipping heartbeat processing\"; image (agent) is what \
+         each agent logged for downloading, writing and verifying; disk: raw images checked \
+         byte for byte after each deploy, `ok` or how many runs failed)"
     );
+    for (k, image) in images.iter().enumerate() {
+        let find = |w: Who| {
+            to_active
+                .iter()
+                .find(|(i, who, _)| *i == k && *who == w)
+                .map(|t| t.2)
+        };
+        if let (Some(ours), Some(ipa)) = (find(Who::Ours), find(Who::Ipa)) {
+            println!(
+                "{}: agent → active ours/IPA = {:.2}x ({ours:.2} s vs {ipa:.2} s)",
+                image.describe,
+                ours / ipa
+            );
+        }
+    }
     Ok(())
+}
+
+fn disk_verdict(rows: &[Row]) -> String {
+    let checked: Vec<_> = rows.iter().filter_map(|r| r.disk_check.as_ref()).collect();
+    let failed = checked.iter().filter(|c| c.is_err()).count();
+    match (checked.len(), failed) {
+        (0, _) => "-".into(),
+        (_, 0) => "ok".into(),
+        (n, f) => format!("{f}/{n} bad"),
+    }
 }
 
 fn opt(v: Option<f64>) -> String {
@@ -227,7 +335,12 @@ fn partition(raw: &Path) -> Result<()> {
     Ok(())
 }
 
-fn run_one(image: &Image, agent_args: &[String], log_dir: Option<&Path>) -> Result<Row> {
+fn run_one(
+    image: &Image,
+    agent_args: &[String],
+    reference_ipa: Option<ReferenceIpa>,
+    log_dir: Option<&Path>,
+) -> Result<Row> {
     let mut h = Harness::start("deploy-bench", MAC, deploy::ironic_config)?;
     h.add_disk(deploy::DISK_SIZE, Fill::Zeros)?;
     let nginx = h.start_nginx()?;
@@ -237,18 +350,37 @@ fn run_one(image: &Image, agent_args: &[String], log_dir: Option<&Path>) -> Resu
         .or_else(|_| std::fs::copy(&image.path, &published).map(drop))?;
     let url = nginx.url(&name.to_string_lossy());
     enroll_available(&mut h, &node_spec("deploy-bench", None))?;
+    // Both agents alike: Ironic powers off out of band (see the module doc).
+    h.client().patch_node(
+        h.node_uuid()?,
+        &[(
+            "/driver_info/deploy_forces_oob_reboot",
+            serde_json::json!(true),
+        )],
+    )?;
     let mut info = InstanceInfo::whole_disk(url, deploy::ImageChecksum::sha256(&image.digests));
-    if image.kind != Kind::Raw {
-        info.disk_format = Some("qcow2".into());
-    }
+    // As Glance would give it: IPA 13 streams a raw image only when told it is raw (else it
+    // caches it and sniffs a GPT disk as format "gpt", which qemu-img has no driver for).
+    info.disk_format = Some(
+        if image.kind == Kind::Raw {
+            "raw"
+        } else {
+            "qcow2"
+        }
+        .into(),
+    );
     set_instance_info(&h, &info)?;
+    let ipa = reference_ipa.is_some();
     let opts = AgentOptions {
         extra_cmdline: agent_args.to_vec(),
+        reference_ipa,
         ..AgentOptions::default()
     };
     let t0 = Instant::now();
     let (_, times) = deploy::run_deploy(&mut h, None, opts, "active")?;
     let request_to_active = t0.elapsed().as_secs_f64();
+    let disk_check = (image.kind == Kind::Raw)
+        .then(|| deploy::verify_raw_image(&h, 0, &image.path).map_err(|e| format!("{e:#}")));
     // Let the last conductor lines reach the log.
     std::thread::sleep(Duration::from_millis(300));
     let ironic = h.ironic_log();
@@ -262,12 +394,21 @@ fn run_one(image: &Image, agent_args: &[String], log_dir: Option<&Path>) -> Resu
         agent_to_active: times.agent_to_verdict.as_secs_f64(),
         request_to_active,
         write_image_ironic: step_seconds(&ironic, "write_image"),
-        image_seconds: image_seconds(&agent),
+        image_seconds: if ipa {
+            ipa_image_seconds(&agent)
+        } else {
+            image_seconds(&agent)
+        },
         locked_heartbeats: ironic
             .matches("is currently locked, skipping heartbeat")
             .count(),
         running_polls: ironic.matches("has not finished yet for node").count(),
-        heartbeats: agent.matches("heartbeat accepted").count(),
+        disk_check,
+        heartbeats: if ipa {
+            agent.matches("heartbeat successful").count()
+        } else {
+            agent.matches("heartbeat accepted").count()
+        },
     })
 }
 
@@ -317,6 +458,30 @@ fn image_seconds(log: &str) -> Option<f64> {
         .ok()
 }
 
+/// The sum of what IPA logged for the image: "Image downloaded from ... in X seconds" and
+/// "Image ... written to device ... in X seconds" (a cached image: download, then
+/// `qemu-img convert`), or "Image streamed onto device ... in X seconds" (raw, streamed).
+fn ipa_image_seconds(log: &str) -> Option<f64> {
+    let mut total = None;
+    for line in log.lines() {
+        let relevant = line.contains("Image downloaded from")
+            || line.contains("streamed onto device")
+            || (line.contains("written to device") && line.contains("Image "));
+        if !relevant {
+            continue;
+        }
+        let secs = line
+            .split(" in ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok());
+        if let Some(secs) = secs {
+            *total.get_or_insert(0.0) += secs;
+        }
+    }
+    total
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,5 +493,15 @@ mod tests {
                    2026-12-02 10:00:07.250 1 INFO ironic.conductor.deployments [-] Executing {'step': 'prepare_instance_boot'} on node x\n";
         assert_eq!(step_seconds(log, "write_image"), Some(5.75));
         assert_eq!(step_seconds(log, "nope"), None);
+    }
+
+    #[test]
+    fn ipa_image_time_adds_download_and_convert() {
+        let log = "2026-12-02 1 INFO standby [-] Image downloaded from /tmp/x in 2.5 seconds. Transferred 10 bytes.\n\
+                   2026-12-02 1 INFO standby [-] Image x written to device /dev/loop3 in 1.25 seconds\n";
+        assert_eq!(ipa_image_seconds(log), Some(3.75));
+        let raw = "INFO [-] Image streamed onto device /dev/loop3 in 4.0 seconds for 5 bytes.\n";
+        assert_eq!(ipa_image_seconds(raw), Some(4.0));
+        assert_eq!(ipa_image_seconds("nothing"), None);
     }
 }
