@@ -13,7 +13,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/setup.sh >/dev/null
-cargo build -q --release -p ironic-agent -p e2e --bin load-bench
+# One package per build: `--bin` would apply to both and skip the agent binary.
+cargo build -q --release -p ironic-agent
+cargo build -q --release -p e2e --bin load-bench
 export IRONIC_AGENT_BIN=${IRONIC_AGENT_BIN:-$PWD/target/release/ironic-agent}
 # The attackers: up to --pollers threads and their sockets in one process.
 ulimit -n 65536 2>/dev/null || true
