@@ -444,6 +444,17 @@ pub fn backoff(attempt: u32, max: Duration) -> Duration {
     Duration::from_secs(1u64 << attempt.min(6)).min(max)
 }
 
+/// How long [`acquire`] waits for the first answer before it retransmits; it doubles per
+/// attempt up to 16 s. A provisioning network's DHCP server answers in milliseconds: a
+/// DISCOVER lost on a link that just came up then costs a quarter of a second, not one
+/// (RFC 2131's 4 s would cost four).
+pub const FIRST_RETRANSMIT: Duration = Duration::from_millis(250);
+
+/// `first`, doubled per attempt, at most 16 s.
+fn retransmit_timeout(first: Duration, attempt: u32) -> Duration {
+    (first * (1u32 << attempt.min(16))).min(Duration::from_secs(16))
+}
+
 /// Sends `packet` and waits for a reply with our `xid` and MAC of one of `kinds`,
 /// retransmitting `attempts` times.
 fn exchange(
@@ -452,13 +463,14 @@ fn exchange(
     to: Ipv4Addr,
     kinds: &[u8],
     attempts: u32,
+    first: Duration,
     started: Instant,
 ) -> Result<Packet, DhcpError> {
     for attempt in 0..attempts {
         let secs = started.elapsed().as_secs().min(u16::MAX as u64) as u16;
         let packet = make(secs);
         t.send(&packet.encode(), to)?;
-        let deadline = Instant::now() + backoff(attempt, Duration::from_secs(16));
+        let deadline = Instant::now() + retransmit_timeout(first, attempt);
         loop {
             let now = Instant::now();
             if now >= deadline {
@@ -496,6 +508,7 @@ pub fn acquire(
         Ipv4Addr::BROADCAST,
         &[msg::OFFER],
         attempts,
+        FIRST_RETRANSMIT,
         started,
     )?;
     let offered = Lease::from_packet(&offer).ok_or(DhcpError::NoAnswer)?;
@@ -505,6 +518,7 @@ pub fn acquire(
         Ipv4Addr::BROADCAST,
         &[msg::ACK, msg::NAK],
         attempts,
+        FIRST_RETRANSMIT,
         started,
     )?;
     if ack.message_type() == Some(msg::NAK) {
@@ -532,6 +546,7 @@ pub fn renew(
         to,
         &[msg::ACK, msg::NAK],
         3,
+        Duration::from_secs(1),
         Instant::now(),
     )?;
     if ack.message_type() == Some(msg::NAK) {

@@ -87,9 +87,26 @@ fn main() {
     let config = load_config();
     set_hostname(DEFAULT_HOSTNAME);
 
+    // Modules load while the network comes up: with BOOTIF, DHCP starts as soon as that
+    // NIC's driver has registered it, and the storage drivers (libata, SCSI, RAID HBAs: the
+    // slow ones to load) load meanwhile. The agent starts once both are done.
     let modules_dir = PathBuf::from("/lib/modules").join(&release);
-    load_modules(&modules_dir, &config);
-    mount_efivarfs();
+    let modules = {
+        let config = config.clone();
+        std::thread::Builder::new()
+            .name("modules".into())
+            .spawn(move || load_modules(&modules_dir, &config))
+    };
+    let mut modules = match modules {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            log!("starting the module loader thread: {e}; loading the modules first");
+            None
+        }
+    };
+    if modules.is_none() {
+        load_modules(&PathBuf::from("/lib/modules").join(&release), &config);
+    }
 
     let bootif = cmdline::get(&params, "BOOTIF").and_then(|v| {
         let mac = cmdline::bootif_mac(v);
@@ -108,8 +125,32 @@ fn main() {
         })
         .unwrap_or(config.dhcp);
     let network = Network::default();
+    // Without a BOOTIF to wait for, DHCP runs on every NIC: all drivers must have loaded
+    // before the NICs are listed.
+    let early_dhcp = dhcp_mode == DhcpMode::Bootif && bootif.is_some();
+    if !early_dhcp {
+        join_modules(&mut modules);
+    }
     start_network(&network, dhcp_mode, bootif.as_deref());
+    join_modules(&mut modules);
+    if early_dhcp && dhcp_mode != DhcpMode::None {
+        // NICs whose drivers loaded after DHCP started are brought up too, as before.
+        for n in net::physical_nics(Path::new("/sys")) {
+            if let Err(e) = net::link_up(&n.name) {
+                log!("bringing {} ({}) up: {e}", n.name, n.mac);
+            }
+        }
+    }
+    mount_efivarfs();
     supervise(&config);
+}
+
+fn join_modules(modules: &mut Option<std::thread::JoinHandle<()>>) {
+    if let Some(handle) = modules.take() {
+        if handle.join().is_err() {
+            log!("the module loader thread panicked; going on with what loaded");
+        }
+    }
 }
 
 /// The kernel starts PID 1 with 1024 open files (soft), which every child inherits: the agent
@@ -384,7 +425,7 @@ fn start_network(network: &Network, mode: DhcpMode, bootif: Option<&str>) {
         if (found_bootif && !nics.is_empty()) || Instant::now() > deadline {
             break nics;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(25));
     };
     if nics.is_empty() {
         log!("no Ethernet NIC found: the agent will not reach the conductor (missing driver?)");
@@ -451,11 +492,20 @@ fn start_network(network: &Network, mode: DhcpMode, bootif: Option<&str>) {
     );
 }
 
+/// A DHCP transaction id: unpredictable enough to tell our exchanges apart, nothing more.
+/// `GRND_INSECURE`, because /dev/urandom blocks until the kernel's CRNG is seeded: on a
+/// machine without RDRAND or a virtio-rng (QEMU's default TCG CPU) that held the first
+/// DISCOVER for ~1 s of every boot.
 fn xid(mac: [u8; 6]) -> u32 {
     let mut b = [0u8; 4];
-    if let Ok(mut f) = File::open("/dev/urandom") {
-        let _ = std::io::Read::read_exact(&mut f, &mut b);
-    }
+    // SAFETY: getrandom(2) writes at most b.len() bytes into b.
+    let _ = unsafe {
+        nix::libc::getrandom(
+            b.as_mut_ptr().cast(),
+            b.len(),
+            nix::libc::GRND_INSECURE | nix::libc::GRND_NONBLOCK,
+        )
+    };
     let t = BOOT.get_or_init(Instant::now).elapsed().as_nanos() as u32;
     u32::from_ne_bytes(b) ^ t ^ u32::from_be_bytes([mac[2], mac[3], mac[4], mac[5]])
 }
@@ -465,10 +515,12 @@ fn xid(mac: [u8; 6]) -> u32 {
 fn dhcp_loop(network: &Network, nic: &Nic, preferred: Option<&str>) {
     let Some(mac) = nic.mac_bytes() else { return };
     let sys = Path::new("/sys");
-    // Links take a moment to come up after IFF_UP (autonegotiation).
+    // Links take a moment to come up after IFF_UP (autonegotiation). Carrier, not
+    // `operstate`: the kernel reports the latter up to a second late (its link watch is
+    // rate-limited), while the NIC transmits as soon as it has carrier.
     let t = Instant::now();
     while !net::has_carrier(sys, &nic.name) && t.elapsed() < Duration::from_secs(15) {
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(20));
     }
     let mut failures = 0u32;
     let mut next_log = 0u32;
@@ -481,8 +533,19 @@ fn dhcp_loop(network: &Network, nic: &Nic, preferred: Option<&str>) {
                 continue;
             }
         };
-        let lease = match dhcp::acquire(&mut transport, mac, xid(mac), 6) {
-            Ok(l) => l,
+        let asked = Instant::now();
+        // Eight attempts: 0.25 s doubling to 16 s, about 48 s per exchange.
+        let lease = match dhcp::acquire(&mut transport, mac, xid(mac), 8) {
+            Ok(l) => {
+                if asked.elapsed() >= dhcp::FIRST_RETRANSMIT {
+                    log!(
+                        "{}: DHCP answered after {:.2}s (retransmitted)",
+                        nic.name,
+                        asked.elapsed().as_secs_f64()
+                    );
+                }
+                l
+            }
             Err(e) => {
                 failures += 1;
                 // The first failure, then every tenth: a NIC on an unused network must not
