@@ -244,6 +244,11 @@ fn main() -> Result<()> {
     say("measuring sha256 speed");
     let (digest_raw, hash_row) = hash_ceiling(&raw)?;
     rows.push(hash_row);
+    // Whether our hasher uses the CPU's SHA extensions: beside OpenSSL's (which does when the
+    // CPU has them), a software SHA-256 runs at about a quarter of the speed.
+    if let Some(row) = openssl_sha256_row()? {
+        rows.push(row);
+    }
     let digests: Vec<(PathBuf, String)> = [zst.clone(), qcow2.clone(), sparse.clone()]
         .into_iter()
         .map(|p| sha256_file(&p).map(|d| (p, d)))
@@ -539,6 +544,49 @@ fn main() -> Result<()> {
     drop(nginx);
     drop(loopdev);
     Ok(())
+}
+
+/// `openssl speed -evp sha256` on 1 MiB blocks, one core, as a reference row (None when
+/// OpenSSL is not installed). Prints whether the CPU advertises `sha_ni`.
+fn openssl_sha256_row() -> Result<Option<Row>> {
+    let sha_ni = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .split_whitespace()
+        .any(|f| f == "sha_ni");
+    let Ok(out) = Command::new("openssl")
+        .args([
+            "speed", "-evp", "sha256", "-bytes", "1048576", "-seconds", "2",
+        ])
+        .stderr(std::process::Stdio::null())
+        .output()
+    else {
+        return Ok(None);
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Last line: `sha256  1690561.31k` (thousands of bytes per second).
+    let Some(kbps) = text
+        .lines()
+        .last()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.trim_end_matches('k').parse::<f64>().ok())
+    else {
+        return Ok(None);
+    };
+    let bytes = 1u64 << 30;
+    let mut row = Row::new(
+        &format!(
+            "reference: OpenSSL sha256, one core (CPU {} sha_ni)",
+            if sha_ni { "has" } else { "lacks" }
+        ),
+        bytes,
+    );
+    row.runs.push(Measure {
+        seconds: bytes as f64 / (kbps * 1000.0),
+        cpu_s: None,
+        rss_mib: None,
+        machine_cores: None,
+    });
+    Ok(Some(row))
 }
 
 fn sha256_file(path: &Path) -> Result<String> {
