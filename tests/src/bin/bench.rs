@@ -245,7 +245,8 @@ fn main() -> Result<()> {
     let (digest_raw, hash_row) = hash_ceiling(&raw)?;
     rows.push(hash_row);
     // Whether our hasher uses the CPU's SHA extensions: beside OpenSSL's (which does when the
-    // CPU has them), a software SHA-256 runs at about a quarter of the speed.
+    // CPU has them), a software SHA-256 runs at about a quarter of the speed (439 vs 1797
+    // MB/s here for OpenSSL with its SHA-NI path masked off).
     if let Some(row) = openssl_sha256_row()? {
         rows.push(row);
     }
