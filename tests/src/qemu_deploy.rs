@@ -481,6 +481,119 @@ fn start_world(
     })
 }
 
+/// What the fast-track scenario saw.
+#[derive(Debug, Clone, Default)]
+pub struct FastTrackOutcome {
+    /// IPMI power-ons before the deploy was requested (the cleaning boot), and at `active`
+    /// (Ironic powers the machine on once more to boot the instance from its disk).
+    pub power_ons_before_deploy: usize,
+    pub power_ons_at_active: usize,
+    /// Ramdisk starts seen on the console (the init's first line).
+    pub ramdisk_starts: usize,
+    /// `provide` → `available` (cleaning), and `active` requested → `active`.
+    pub provide_seconds: f64,
+    pub deploy_seconds: f64,
+    pub boot: Boot,
+}
+
+/// Ironic's `[deploy] fast_track = true` in QEMU: automated cleaning boots the ramdisk,
+/// the node stays powered on in `available` with the agent heartbeating, and the deploy
+/// that follows runs on that same ramdisk: one power-on and one ramdisk start for both,
+/// then the image on the VM's disk.
+pub fn run_fast_track(name: &str) -> Result<FastTrackOutcome> {
+    crate::cmd::check_prerequisites(qemu::REQUIRED_TOOLS)?;
+    let chassis = chassis_binary()?;
+    let mut w = World::new(TestDir::new(name)?, false);
+    let mut node: Option<String> = None;
+    match fast_track_in(&mut w, name, &chassis, &mut node) {
+        Ok(o) => Ok(o),
+        Err(e) => {
+            let _ = w.poll_console();
+            w.report(&format!("FAILED: {name} ({e:#})"), node.as_deref());
+            Err(e)
+        }
+    }
+}
+
+fn fast_track_in(
+    w: &mut World,
+    name: &str,
+    chassis: &Path,
+    node_out: &mut Option<String>,
+) -> Result<FastTrackOutcome> {
+    let setup = Setup {
+        ironic_extra: "\n[deploy]\nfast_track = true\n".into(),
+        ..Setup::default()
+    };
+    let opts = Options {
+        name: name.into(),
+        ..Options::default()
+    };
+    let mut out = Outcome::default();
+    let Started {
+        uuid, www, disk, ..
+    } = start_world(w, &opts, chassis, node_out, &mut out, &setup)?;
+    let client = w.client()?;
+    let mut fo = FastTrackOutcome::default();
+
+    let t = Instant::now();
+    provision(&client, &uuid, json!({"target": "provide"}))?;
+    w.progress("provide (fast track): automated cleaning through the ramdisk");
+    let ons = power_on_count(w);
+    fo.boot = wait_heartbeat(w, &client, &uuid, "cleaning", ons)?;
+    wait(w, &client, &uuid, "available", PHASE_TIMEOUT)?;
+    fo.provide_seconds = t.elapsed().as_secs_f64();
+    // Fast track: Ironic leaves the machine on and the agent keeps heartbeating.
+    let last = client.get_node_json(&uuid)?["driver_internal_info"]["agent_last_heartbeat"].clone();
+    let t_wait = Instant::now();
+    loop {
+        w.poll_console()?;
+        let v = client.get_node_json(&uuid)?;
+        if v["driver_internal_info"]["agent_last_heartbeat"] != last {
+            break;
+        }
+        ensure!(
+            w.bmc.as_ref().and_then(|b| b.qemu_pid()).is_some(),
+            "fast track: the VM was powered off after cleaning"
+        );
+        ensure!(
+            t_wait.elapsed() < Duration::from_secs(120),
+            "fast track: no heartbeat in available within 120 s (last {last})"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    w.progress(&format!(
+        "available after cleaning ({:.1}s), the VM still on and the agent heartbeating",
+        fo.provide_seconds
+    ));
+
+    let (image, url, patches) = serve_image(w, &www)?;
+    client.patch_node(&uuid, &patches)?;
+    w.progress(&format!(
+        "deploy on the running ramdisk: {} MiB raw GPT image from {url}",
+        image.len >> 20
+    ));
+    let t = Instant::now();
+    fo.power_ons_before_deploy = power_on_count(w);
+    provision(&client, &uuid, json!({"target": "active"}))?;
+    wait(w, &client, &uuid, "active", PHASE_TIMEOUT)?;
+    fo.deploy_seconds = t.elapsed().as_secs_f64();
+    w.progress(&format!("active after {:.1}s", fo.deploy_seconds));
+    verify_deploy_log(w)?;
+    fo.power_ons_at_active = power_on_count(w);
+    let console = std::fs::read_to_string(&w.serial).unwrap_or_default();
+    fo.ramdisk_starts = console
+        .lines()
+        .filter(|l| l.contains("ironic-agent-init") && l.contains(" starting on Linux "))
+        .count();
+
+    provision_power_off(&client, &uuid)?;
+    wait_power_off(w)?;
+    verify_disk(&disk, &image.path)?;
+    w.progress("VM disk checked: the image is on it");
+    Ok(fo)
+}
+
 /// The agent's disk stall limit in the fault scenario (`ipa-disk-stall-timeout`).
 pub const STALL_TIMEOUT_S: u64 = 20;
 /// The sector (512 bytes) whose writes fail with EIO: 8 MiB into the disk, past the first

@@ -47,3 +47,22 @@ fn the_builders_own_ipxe_script_boots_the_ramdisk() {
         "{console}"
     );
 }
+
+/// Issue "deploy latency", fast track in QEMU: with `[deploy] fast_track = true` cleaning
+/// and the deploy run on one boot of the ramdisk (the namespace test adds inspection).
+#[test]
+fn fast_track_cleans_and_deploys_on_one_boot_of_the_ramdisk() {
+    let o = qemu_deploy::run_fast_track("qemu-fast-track").unwrap_or_else(|e| panic!("{e:#}"));
+    println!(
+        "fast track: provide → available {:.1}s, deploy → active {:.1}s on the same ramdisk \
+         (power-on → first heartbeat {:?}s)",
+        o.provide_seconds, o.deploy_seconds, o.boot.power_on_to_heartbeat
+    );
+    assert_eq!(o.power_ons_before_deploy, 1, "the cleaning boot only");
+    // The deploy's own power action: off after the image, on to boot the instance.
+    assert_eq!(o.power_ons_at_active, 2, "no network boot for the deploy");
+    assert_eq!(
+        o.ramdisk_starts, 1,
+        "one ramdisk start for cleaning and deploy"
+    );
+}
