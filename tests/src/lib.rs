@@ -29,4 +29,5 @@ pub mod qemu;
 pub mod qemu_deploy;
 pub mod ramdisk;
 pub mod regions;
+pub mod stats;
 pub mod testdir;

@@ -238,15 +238,27 @@ pub fn chassis_binary() -> Result<PathBuf> {
 
 /// Runs the whole job; on failure prints every log and keeps the temp dir.
 pub fn run(opts: &Options) -> Result<Outcome> {
+    scenario(&opts.name, opts.echo_console, |w, chassis, node| {
+        run_in(w, opts, chassis, node)
+    })
+}
+
+/// Runs one scenario in a fresh world; on failure prints the report (console, node, logs)
+/// and keeps the temp dir.
+fn scenario<T>(
+    name: &str,
+    echo_console: bool,
+    body: impl FnOnce(&mut World, &Path, &mut Option<String>) -> Result<T>,
+) -> Result<T> {
     crate::cmd::check_prerequisites(qemu::REQUIRED_TOOLS)?;
     let chassis = chassis_binary()?;
-    let mut w = World::new(TestDir::new(&opts.name)?, opts.echo_console);
+    let mut w = World::new(TestDir::new(name)?, echo_console);
     let mut node: Option<String> = None;
-    match run_in(&mut w, opts, &chassis, &mut node) {
+    match body(&mut w, &chassis, &mut node) {
         Ok(o) => Ok(o),
         Err(e) => {
             let _ = w.poll_console();
-            w.report(&format!("FAILED: {} ({e:#})", opts.name), node.as_deref());
+            w.report(&format!("FAILED: {name} ({e:#})"), node.as_deref());
             Err(e)
         }
     }
@@ -501,18 +513,9 @@ pub struct FastTrackOutcome {
 /// that follows runs on that same ramdisk: one power-on and one ramdisk start for both,
 /// then the image on the VM's disk.
 pub fn run_fast_track(name: &str) -> Result<FastTrackOutcome> {
-    crate::cmd::check_prerequisites(qemu::REQUIRED_TOOLS)?;
-    let chassis = chassis_binary()?;
-    let mut w = World::new(TestDir::new(name)?, false);
-    let mut node: Option<String> = None;
-    match fast_track_in(&mut w, name, &chassis, &mut node) {
-        Ok(o) => Ok(o),
-        Err(e) => {
-            let _ = w.poll_console();
-            w.report(&format!("FAILED: {name} ({e:#})"), node.as_deref());
-            Err(e)
-        }
-    }
+    scenario(name, false, |w, chassis, node| {
+        fast_track_in(w, name, chassis, node)
+    })
 }
 
 fn fast_track_in(
@@ -629,18 +632,7 @@ pub struct FaultOutcome {
 /// 4. the stalled disk again: manual cleaning with `erase_devices` → `clean failed` within
 ///    the same limit, naming the disk.
 pub fn run_disk_faults(name: &str) -> Result<FaultOutcome> {
-    crate::cmd::check_prerequisites(qemu::REQUIRED_TOOLS)?;
-    let chassis = chassis_binary()?;
-    let mut w = World::new(TestDir::new(name)?, false);
-    let mut node: Option<String> = None;
-    match faults_in(&mut w, &chassis, &mut node) {
-        Ok(o) => Ok(o),
-        Err(e) => {
-            let _ = w.poll_console();
-            w.report(&format!("FAILED: {name} ({e:#})"), node.as_deref());
-            Err(e)
-        }
-    }
+    scenario(name, false, faults_in)
 }
 
 fn faults_in(w: &mut World, chassis: &Path, node_out: &mut Option<String>) -> Result<FaultOutcome> {

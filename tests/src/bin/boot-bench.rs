@@ -30,6 +30,7 @@ use anyhow::{bail, Context, Result};
 use e2e::nginx::Nginx;
 use e2e::qemu::{self, QemuNetNs, SerialLog, VmSpec};
 use e2e::ramdisk;
+use e2e::stats::median;
 use e2e::testdir::TestDir;
 
 /// The kernel parameters both get (Ironic's `[pxe] kernel_append_params` in the QEMU job).
@@ -238,14 +239,6 @@ fn main() -> Result<()> {
 
 fn fmt(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into())
-}
-
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    Some(v[v.len() / 2])
 }
 
 /// The floor: busybox, the virtio modules of our ramdisk's kernel (taken from our

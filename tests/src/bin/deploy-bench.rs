@@ -38,6 +38,7 @@ use e2e::deploy::{self, enroll_available, node_spec, set_instance_info, Instance
 use e2e::harness::Harness;
 use e2e::images;
 use e2e::loopdev::Fill;
+use e2e::stats::median;
 
 const MAC: &str = "52:54:00:4c:0b:01";
 
@@ -275,14 +276,6 @@ fn disk_verdict(rows: &[Row]) -> String {
 
 fn opt(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.2}s")).unwrap_or_else(|| "-".into())
-}
-
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    Some(v[v.len() / 2])
 }
 
 fn build_image(dir: &Path, kind: Kind, size_mib: u64) -> Result<Image> {

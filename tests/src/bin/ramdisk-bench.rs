@@ -11,14 +11,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use e2e::qemu_deploy::{self, Options};
 use e2e::ramdisk;
-
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    Some(v[v.len() / 2])
-}
+use e2e::stats::median;
 
 fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
